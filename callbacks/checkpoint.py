@@ -1,0 +1,21 @@
+"""Checkpointing that never loses the final state."""
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that also saves when training ends between two periodic saves.
+
+    Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` at train end only if no ``last.ckpt`` was written earlier in
+    the run, so the steps after the last periodic save would be lost; this one saves them. The CLI always adds it
+    (options under ``checkpoint.*``) and points it at ``<run dir>/checkpoints``.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the final state if it is newer than the last saved one."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)

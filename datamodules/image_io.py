@@ -1,0 +1,98 @@
+"""Reading image files with Pillow and bringing them to the [-1, 1] tensors every method expects.
+
+torchvision is not used: its wheels cannot sit beside the CPU torch build (``reference/environment.md`` §1).
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+Mode = Literal["L", "RGB"]
+Scaling = Literal["linear", "minmax"]
+
+
+def read_image(path: str | Path, mode: Mode) -> Tensor:
+    """Read one image file as ``(C, H, W)`` float32 in ``[0, 1]``, ``C`` = 1 for ``"L"`` and 3 for ``"RGB"``.
+
+    Palette, CMYK, alpha and 1-bit images are converted by Pillow; 16-bit and 32-bit grayscale images keep their
+    precision (scaled by their type's maximum) instead of being clipped to 8 bits.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image file at {path}: check the path")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array = np.asarray(im, dtype=np.float32)
+                if im.mode == "F":
+                    top = 1.0
+                elif im.mode.startswith("I;16") or array.max() <= 65535:
+                    top = 65535.0
+                else:
+                    top = 2.0**32 - 1
+                gray = torch.from_numpy(array / top).clamp(0, 1)[None]
+                return gray if mode == "L" else gray.expand(3, -1, -1).clone()
+            array = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read {path} as an image ({err}): the file is corrupt or not an image") from err
+    tensor = torch.from_numpy(array)
+    return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """The image files under ``folder`` (by suffix), sorted."""
+    folder = Path(folder)
+    pattern = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def resize_short_side(x: Tensor, size: int) -> Tensor:
+    """Resize ``(C, H, W)`` so that its shorter side is ``size`` (bicubic, antialiased), keeping the aspect."""
+    h, w = x.shape[-2:]
+    if min(h, w) == size:
+        return x
+    scale = size / min(h, w)
+    out_size = (max(size, round(h * scale)), max(size, round(w * scale)))
+    return F.interpolate(x[None], size=out_size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def center_crop(x: Tensor, size: int) -> Tensor:
+    """The central ``size × size`` square of ``(C, H, W)``."""
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def to_unit_range(x: Tensor, scaling: Scaling) -> Tensor:
+    """Map ``[0, 1]`` images ``(..., C, H, W)`` to ``[-1, 1]``.
+
+    ``"linear"``: ``2x − 1`` (``x/127.5 − 1`` on 8-bit values). ``"minmax"``: each image's own minimum and maximum go
+    to −1 and 1, as the CoopNets and ABP codes do (``reference/methods.md`` §5.4).
+    """
+    if scaling == "linear":
+        return x * 2 - 1
+    flat = x.flatten(-3)
+    low = flat.min(-1).values[..., None, None, None]
+    high = flat.max(-1).values[..., None, None, None]
+    return (x - low) / (high - low).clamp_min(1e-8) * 2 - 1
+
+
+def stack_checked(images: Iterable[Tensor], names: Iterable[str]) -> Tensor:
+    """Stack ``(C, H, W)`` images, naming the first one whose size differs from the rest."""
+    images, names = list(images), list(names)
+    for image, name in zip(images, names):
+        if image.shape != images[0].shape:
+            raise ValueError(
+                f"{name} is {tuple(image.shape[-2:])} but {names[0]} is {tuple(images[0].shape[-2:])}: "
+                "set image_size or crop_size so that all images give samples of one size"
+            )
+    return torch.stack(images)

@@ -1,0 +1,214 @@
+"""Texture images: the scikit-image textures by name, or any image file or folder by path.
+
+The generative ConvNet learns a stationary texture from ONE image (Xie et al., ICML 2016, §6.1): the whole image
+(the paper) or random crops of it.
+"""
+
+import difflib
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from datamodules.image_io import (
+    IMAGE_SUFFIXES,
+    Mode,
+    Scaling,
+    center_crop,
+    list_images,
+    read_image,
+    resize_short_side,
+    stack_checked,
+    to_unit_range,
+)
+
+TEXTURE_NAMES = ("brick", "grass", "gravel")
+
+
+def shipped_images() -> dict[str, Path]:
+    """The images that the installed scikit-image ships, by name (file stem): ``{"brick": Path, ...}``.
+
+    Read from the package's data folder, so no download and no import of scikit-image itself.
+    """
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def resolve_texture(texture: str) -> list[Path]:
+    """The files a texture entry names: a shipped image's name, an image file, or a folder of images."""
+    shipped = shipped_images()
+    if texture in shipped:
+        return [shipped[texture]]
+    path = Path(texture).expanduser()
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise FileNotFoundError(
+                f"the folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}): point at a folder of "
+                "images or at one image file"
+            )
+        return files
+    if path.is_file():
+        return [path]
+    if path.suffix or "/" in texture or "\\" in texture:
+        raise FileNotFoundError(f"no texture image or folder at {path}: check the path")
+    close = difflib.get_close_matches(texture, list(shipped), n=3)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    others = sorted(set(shipped) - set(TEXTURE_NAMES))
+    raise ValueError(
+        f"unknown texture {texture!r}.{hint} The textures shipped with scikit-image are {', '.join(TEXTURE_NAMES)}; "
+        f"its other images are {', '.join(others)}. Or give the path of an image file or a folder of images."
+    )
+
+
+class TextureCrops(IterableDataset):
+    """Random ``crop_size`` crops (or the whole images) of a few texture images, ``length`` samples per epoch.
+
+    The crop positions come from a generator seeded by the run seed, the rank and the epoch, so each DDP rank
+    draws its own crops and a run resumed at an epoch boundary draws exactly the crops the uninterrupted run
+    would have drawn.
+
+    Args:
+        images: ``(C, H, W)`` images in [-1, 1]; of one size when ``crop_size`` is ``None``.
+        crop_size: side of the square crops; ``None`` yields the whole images in turn.
+        length: samples per epoch (per rank).
+        epoch_and_rank: returns the current ``(epoch, global_rank)``.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Tensor],
+        crop_size: int | None,
+        length: int,
+        epoch_and_rank: Callable[[], tuple[int, int]],
+    ) -> None:
+        self.images, self.crop_size, self.length, self.epoch_and_rank = (
+            images,
+            crop_size,
+            length,
+            epoch_and_rank,
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Tensor]:
+        epoch, rank = self.epoch_and_rank()
+        g = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + rank * 7_919 + epoch * 104_729) % 2**63)
+        for k in range(self.length):
+            image = self.images[k % len(self.images)]
+            if self.crop_size is None:
+                yield image
+                continue
+            h, w = image.shape[-2:]
+            top = int(torch.randint(h - self.crop_size + 1, (1,), generator=g))
+            left = int(torch.randint(w - self.crop_size + 1, (1,), generator=g))
+            yield image[:, top : top + self.crop_size, left : left + self.crop_size]
+
+
+class TextureDataModule(LightningDataModule):
+    """One or a few texture images, whole or as random crops, in [-1, 1].
+
+    Images load when the DataModule is built, so a wrong name, path or size fails before any training.
+
+    Args:
+        textures: one entry or a list; each is a scikit-image name (``brick``, ``grass``, ``gravel`` and the other
+            images it ships), an image file, or a folder of images.
+        image_size: resize each image so its shorter side is this many pixels (``None``: native size).
+        crop_size: learn from random square crops of this side; ``None`` learns from the whole (centre-square)
+            image, as the paper does.
+        mode: ``"L"`` (grayscale, 1 channel) or ``"RGB"`` (3 channels).
+        scaling: ``"linear"`` maps pixel values [0, 255] to [-1, 1]; ``"minmax"`` maps each image's own range to
+            [-1, 1] (the CoopNets/ABP codes).
+        batch_size: observed images per training step (per process).
+        batches_per_epoch: training steps per epoch; with the default 1, every epoch is one step, so checkpoints
+            fall on epoch boundaries and resumed runs continue exactly.
+        n_predict: number of samples ``predict`` draws (in batches of at most 64).
+    """
+
+    def __init__(
+        self,
+        textures: str | Sequence[str] = "brick",
+        *,
+        image_size: int | None = 64,
+        crop_size: int | None = None,
+        mode: Mode = "L",
+        scaling: Scaling = "linear",
+        batch_size: int = 1,
+        batches_per_epoch: int = 1,
+        n_predict: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in (
+            ("batch_size", batch_size),
+            ("batches_per_epoch", batches_per_epoch),
+            ("n_predict", n_predict),
+        ):
+            if value < 1:
+                raise ValueError(f"TextureDataModule needs {name} >= 1, got {value}")
+        entries = [textures] if isinstance(textures, str) else list(textures)
+        if not entries:
+            raise ValueError("TextureDataModule needs at least one texture name or path")
+        files = [f for entry in entries for f in resolve_texture(entry)]
+        loaded = [read_image(f, mode) for f in files]
+        if image_size is not None:
+            loaded = [resize_short_side(x, image_size) for x in loaded]
+        if crop_size is not None:
+            for f, x in zip(files, loaded):
+                if crop_size > min(x.shape[-2:]):
+                    raise ValueError(
+                        f"crop_size {crop_size} is larger than the image {f.name}, which is "
+                        f"{x.shape[-2]}x{x.shape[-1]} after resizing (image_size={image_size}): lower crop_size or "
+                        "raise image_size"
+                    )
+        else:
+            loaded = [center_crop(x, min(x.shape[-2:])) for x in loaded]
+        self.files = files
+        self.images = [to_unit_range(x, scaling) for x in loaded]
+        if crop_size is None:
+            stack_checked(self.images, [f.name for f in files])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one training sample."""
+        c = 1 if self.hparams.mode == "L" else 3
+        if self.hparams.crop_size is not None:
+            return (c, self.hparams.crop_size, self.hparams.crop_size)
+        return (c, *self.images[0].shape[-2:])
+
+    def _epoch_and_rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 0
+        return self.trainer.current_epoch, self.trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        """Random crops (or the whole images), ``batch_size × batches_per_epoch`` per epoch."""
+        hp = self.hparams
+        dataset = TextureCrops(self.images, hp.crop_size, hp.batch_size * hp.batches_per_epoch, self._epoch_and_rank)
+        return DataLoader(dataset, batch_size=hp.batch_size)
+
+    def _eval_images(self) -> Tensor:
+        if self.hparams.crop_size is None:
+            return torch.stack(self.images)
+        return torch.stack([center_crop(x, self.hparams.crop_size) for x in self.images])
+
+    def val_dataloader(self) -> DataLoader:
+        """The observed images (centre crops in crop mode), one batch."""
+        images = self._eval_images()
+        return DataLoader(images, batch_size=len(images))
+
+    def test_dataloader(self) -> DataLoader:
+        """As :meth:`val_dataloader`."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Indices ``0 … n_predict − 1``; the model draws one sample per index."""
+        return DataLoader(torch.arange(self.hparams.n_predict), batch_size=min(self.hparams.n_predict, 64))

@@ -1,0 +1,233 @@
+"""``EBMCLI``: LightningCLI with the project's links, defaults and run directories. No training logic here."""
+
+import netrc
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
+import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
+import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
+from callbacks import RunCheckpoint, SampleWriter
+from lightning_ebm.methods.base import EBMModule
+
+RUN_DIR_ENV = "LIGHTNING_EBM_RUN_DIR"
+"""Environment variable holding the run directory, so that DDP worker processes write into the same one."""
+
+_PARSER_MODE = {"parser_mode": "omegaconf+"}
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _wandb_logged_in() -> bool:
+    """Whether wandb has credentials here (``WANDB_API_KEY`` or a netrc entry written by ``wandb login``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in command-line ``args`` (``--flag value`` or ``--flag=value``), if given."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+class RunConfig(SaveConfigCallback):
+    """Write the resolved config into the run directory and upload it to wandb when wandb logs the run.
+
+    The first config of a run directory is ``config.yaml``; a resumed run adds ``config-<stage>-<time>.yaml`` beside it
+    instead of overwriting it.
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Rank zero: write the config file and hand the config to wandb."""
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "config.yaml"
+        if path.exists():
+            path = run_dir / f"config-{stage}-{_stamp()}.yaml"
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                logger.experiment.config.update(config, allow_val_change=True)
+
+
+class EBMCLI(LightningCLI):
+    """The command line of ``python -m lightning_ebm``.
+
+    - every method (``lightning_ebm.methods``) and DataModule (``datamodules``) is selectable by class path or
+      name; the DataModule's ``sample_shape`` is linked into the model;
+    - configs are parsed in jsonargparse's ``omegaconf+`` mode: ``${.key}`` interpolations resolve after
+      command-line overrides, so one override reaches every use;
+    - every run writes everything (resolved config, ``checkpoints/`` with ``last.ckpt``, samples, logger files)
+      under one run directory ``<trainer.default_root_dir>/<recipe>/<time>``; ``fit --ckpt_path last`` continues the
+      newest run of the recipe in its own directory, and ``validate``/``test``/``predict --ckpt_path FILE`` write into
+      ``<run of FILE>/<subcommand>-<time>``;
+    - the default logger is wandb, offline unless wandb has credentials on this machine (set ``WANDB_MODE`` to
+      override); a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`) and ``predict``'s
+      :class:`callbacks.SampleWriter` are always present;
+    - hyper-parameters stored in a ``--ckpt_path`` checkpoint fill in the model's config, but values given in
+      config files or on the command line win over them.
+    """
+
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        super().__init__(
+            EBMModule,
+            LightningDataModule,
+            save_config_callback=RunConfig,
+            save_config_kwargs={"save_to_log_dir": False},
+            trainer_defaults={
+                "default_root_dir": "runs",
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.WandbLogger",
+                    "init_args": {"project": "lightning_ebm"},
+                },
+                "callbacks": [SampleWriter()],
+            },
+            parser_kwargs={
+                **_PARSER_MODE,
+                **{sub: dict(_PARSER_MODE) for sub in ("fit", "validate", "test", "predict")},
+            },
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """The always-present checkpoint callback and the data-to-model link."""
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 100})
+        parser.link_arguments("data.sample_shape", "model.init_args.sample_shape", apply_on="instantiate")
+
+    # ------------------------------------------------------------------------------------------ parsing
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; a ``--ckpt_path`` file on the command line first supplies defaults (see :meth:`_ckpt_defaults`)."""
+        raw = sys.argv[1:] if args is None else args
+        self._raw_args = raw
+        if isinstance(raw, (list, tuple)):
+            subcommand = next((a for a in raw if a in self._subcommand_parsers), None)
+            ckpt_path = _flag_value(raw, "--ckpt_path")
+            if subcommand and ckpt_path:
+                self._ckpt_defaults(subcommand, ckpt_path)
+        super().parse_arguments(parser, args)
+
+    def _ckpt_defaults(self, subcommand: str, ckpt_path: str) -> None:
+        """Use the checkpoint's model and data hyper-parameters as defaults under the user's configs and flags.
+
+        So ``validate --ckpt_path FILE`` needs no config, and values given in config files or flags win over the
+        checkpoint's. (Lightning's own ``_parse_ckpt_path`` puts the checkpoint's model values on top, silently
+        dropping ``--model.*`` flags given with ``--ckpt_path``, such as a lowered step size after a divergence;
+        it is turned off below.)
+        """
+        if not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        defaults = {}
+        for key, stored in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+            hparams = dict(checkpoint.get(stored) or {})
+            hparams.pop("_instantiator", None)
+            hparams.pop("sample_shape", None)  # a link target: it comes from the data
+            class_path = hparams.pop("_class_path", None)
+            if class_path is not None:
+                defaults[key] = {"class_path": class_path, "init_args": hparams}
+        if defaults:
+            self._subcommand_parsers[subcommand].set_defaults(defaults)
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaced by :meth:`_ckpt_defaults`, which gives the user's values precedence."""
+
+    def instantiate_classes(self) -> None:
+        """Instantiate; an error raised by a class itself (a missing texture, say) surfaces as that error.
+
+        jsonargparse wraps it in a union-type error whose text buries the message.
+        """
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if cause is err:
+                raise
+            raise cause.with_traceback(cause.__traceback__) from None
+
+    # ------------------------------------------------------------------------------------- run directory
+    def _recipe(self, config: Any) -> str:
+        files = [Path(str(p)) for p in (config.get("config") or [])]
+        experiments = [p for p in files if p.parent.name == "experiments"]
+        if experiments or files:
+            return (experiments or files)[-1].stem
+        return str(config.model.class_path).rsplit(".", 1)[-1].lower()
+
+    def _run_dir(self, config: Any) -> Path:
+        """Where this run writes; the same for every process of one run (see :class:`EBMCLI`)."""
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        root = Path(config.trainer.default_root_dir or "runs")
+        recipe = self._recipe(config)
+        ckpt = config.get("ckpt_path")
+        if self.subcommand != "fit":
+            if ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
+                return Path(ckpt).parent.parent / f"{self.subcommand}-{_stamp()}"
+            return root / recipe / f"{self.subcommand}-{_stamp()}"
+        if ckpt == "last":
+            lasts = sorted(root.glob(f"{recipe}/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+            if lasts:
+                return lasts[-1].parent.parent
+            warnings.warn(
+                f"--ckpt_path last: no {root}/{recipe}/*/checkpoints/last.ckpt yet; starting a new run",
+                stacklevel=2,
+            )
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        if job and job != "none":
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            return root / recipe / (f"job-{job}" + (f"-{task}" if task else ""))
+        run_dir = root / recipe / _stamp()
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = root / recipe / f"{_stamp()}-{suffix}"
+        return run_dir
+
+    def before_instantiate_classes(self) -> None:
+        """Point the trainer, the checkpoints and the loggers at the run directory."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = self._run_dir(config)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        config.trainer.default_root_dir = str(run_dir)
+        if config.get("checkpoint") is not None and not config.checkpoint.dirpath:
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if not hasattr(logger, "class_path"):
+                continue
+            init = logger.init_args
+            if init.get("save_dir") in (None, ".", "./"):
+                init.save_dir = str(run_dir)
+            if logger.class_path.endswith("WandbLogger"):
+                init.name = init.get("name") or f"{run_dir.parent.name}/{run_dir.name}"
+                if "WANDB_MODE" not in os.environ and not init.get("offline") and not _wandb_logged_in():
+                    os.environ["WANDB_MODE"] = "offline"

@@ -1,0 +1,7 @@
+"""One LightningModule per learning method, all subclasses of :class:`EBMModule`."""
+
+from lightning_ebm.methods.base import DivergenceError, EBMModule
+from lightning_ebm.methods.contrastive_divergence import ContrastiveDivergence
+from lightning_ebm.methods.generative_convnet import GenerativeConvNet
+
+__all__ = ["ContrastiveDivergence", "DivergenceError", "EBMModule", "GenerativeConvNet"]

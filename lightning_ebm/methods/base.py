@@ -1,0 +1,230 @@
+"""The small base every learning method subclasses."""
+
+import functools
+import inspect
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from lightning_ebm.samplers.banks import Bank
+
+_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced NaN or infinite values (chains, loss or gradients); raised before they are saved."""
+
+
+class EBMModule(LightningModule):
+    """Base of every learning method in ``lightning_ebm.methods``.
+
+    It fixes what callbacks, metrics and the CLI rely on and nothing a method is about:
+
+    - ``sample(n) -> (n, *sample_shape)`` in the data range ``[-1, 1]``: the model's samples, used by callbacks,
+      metrics and ``predict``;
+    - optimiser injection (``optimizer`` and ``lr_scheduler`` are callables taking the parameters / the optimiser,
+      the way LightningCLI injects them); schedulers step every training iteration;
+    - ``generator``: this rank's noise generator, seeded from the run seed and the global rank (each DDP rank
+      draws its own noise) and saved in checkpoints;
+    - persistent state (:class:`~lightning_ebm.samplers.banks.Bank` attributes) saved for every rank and given
+      back to each rank on resume;
+    - a divergence guard: NaN or infinite chains, losses or gradients stop training with a
+      :class:`DivergenceError` before anything non-finite reaches a checkpoint;
+    - metric names: ``train/...``, ``val/...``, ``test/...``.
+
+    Args:
+        sample_shape: shape of one sample, ``(C, H, W)`` for images or ``(C, T)`` for audio; linked from the
+            DataModule's ``sample_shape`` by the CLI.
+        optimizer: builds the optimiser from the parameters (default Adam with torch's defaults; the recipes set
+            the papers' values).
+        lr_scheduler: builds a learning-rate scheduler from the optimiser, stepped every iteration; ``None`` for a
+            constant rate.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int] = (1, 64, 64),
+        *,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self._generator: torch.Generator | None = None
+        self._saved_generator_state: Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------------- contract
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` samples ``(n, *sample_shape)`` in ``[-1, 1]``, detached, on the module's device.
+
+        Args:
+            n: number of samples.
+            generator: noise generator; ``None`` uses :meth:`seeded_generator`, so drawing samples never changes the
+                training chains' noise.
+        """
+        raise NotImplementedError
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""
+        n = batch.shape[0] if isinstance(batch, Tensor) else len(batch)
+        return self.sample(n, generator=self.seeded_generator(10_000 + batch_idx))
+
+    # ------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser (and scheduler, stepped each iteration) over all parameters."""
+        return self.with_scheduler(self.optimizer(self.parameters()))
+
+    def with_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """``optimizer`` alone, or with the injected scheduler stepped every iteration."""
+        if self.lr_scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"},
+        }
+
+    # ----------------------------------------------------------------------------------------------- noise
+    def _rank_seed(self, salt: int) -> int:
+        return (torch.initial_seed() * 1_000_003 + self.global_rank * 7_919 + salt * 104_729) % (2**63 - 1)
+
+    @property
+    def generator(self) -> torch.Generator:
+        """This rank's noise generator on the module's device (restored from the checkpoint when resuming)."""
+        g = self._generator
+        if g is None or g.device.type != self.device.type:
+            g = torch.Generator(device=self.device)
+            state = self._saved_generator_state
+            if state is not None and state.numel() == g.get_state().numel():
+                g.set_state(state.cpu())
+            else:
+                if state is not None:
+                    warnings.warn(
+                        f"the checkpoint's noise generator state does not fit a {self.device.type} generator; "
+                        "seeding a new one (the chains continue, their noise does not repeat the saved run)",
+                        stacklevel=2,
+                    )
+                g.manual_seed(self._rank_seed(0))
+            self._saved_generator_state = None
+            self._generator = g
+        return g
+
+    def seeded_generator(self, salt: int = 0) -> torch.Generator:
+        """A fresh generator seeded from the run seed, the rank, the global step and ``salt``."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self._rank_seed(1 + salt + 1_000 * self.global_step))
+        return g
+
+    # ---------------------------------------------------------------------------------------- divergence
+    def check_finite(self, value: Tensor, what: str) -> None:
+        """Raise :class:`DivergenceError` naming the step and the settings to lower if ``value`` is not finite."""
+        if bool(torch.isfinite(value).all()):
+            return
+        settings = {k: v for k, v in self.hparams.items() if "step_size" in k or k.endswith("sigma")}
+        if self._trainer is not None:
+            for i, opt in enumerate(self.trainer.optimizers):
+                settings[f"lr[{i}]" if len(self.trainer.optimizers) > 1 else "lr"] = opt.param_groups[0]["lr"]
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+        raise DivergenceError(
+            f"{what} became NaN or infinite at training step {self.global_step}. Training stopped before "
+            f"saving this state, so the last checkpoint is the last good one. Lower the Langevin step size or "
+            f"the learning rate (now {shown}), or use more Langevin steps, then resume with "
+            "`fit --ckpt_path last` and the lowered values."
+        )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before a non-finite gradient reaches the weights."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self.check_finite(torch.nn.utils.get_total_norm(grads), "the parameter gradient")
+
+    # ------------------------------------------------------------------------------------ checkpointing
+    def _banks(self) -> dict[str, Bank]:
+        return {name: value for name, value in vars(self).items() if isinstance(value, Bank)}
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _gather(self, t: Tensor) -> Tensor:
+        """Stack every rank's ``t`` into ``(W, ...)`` on the CPU (a collective: all ranks must call it)."""
+        if self._world_size() == 1:
+            return t.detach().cpu().unsqueeze(0)
+        return self.all_gather(t.detach().to(self.device)).cpu()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save every rank's banks and noise generator; make the hyper-parameters loadable without pickles."""
+        state: dict[str, Any] = {"world_size": self._world_size()}
+        for name, bank in self._banks().items():
+            value = bank.rank_state()
+            if value is not None:
+                state[f"bank.{name}"] = self._gather(value)
+        state["generator"] = self._gather(self.generator.get_state())
+        checkpoint["ebm_state"] = state
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None and "_instantiator" not in hparams:
+            checkpoint["hyper_parameters"] = portable_hparams(type(self), hparams)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Give this rank its banks and noise generator back."""
+        state = checkpoint.get("ebm_state")
+        if not state:
+            return
+        rank, world = self.global_rank, self._world_size()
+        for name, bank in self._banks().items():
+            if f"bank.{name}" in state:
+                bank.restore(state[f"bank.{name}"], rank, world)
+        generators = state.get("generator")
+        if generators is not None and rank < generators.shape[0]:
+            self._saved_generator_state = generators[rank]
+            self._generator = None
+
+
+def _import_path(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _portable(value: Any) -> Any:
+    """A config value that a jsonargparse parser reads back: classes as import paths, callables as class specs."""
+    if isinstance(value, functools.partial):
+        target = value.func if inspect.isclass(value.func) else None
+        if target is None:  # jsonargparse's own partials keep the class among the positional arguments
+            target = next((a for a in reversed(value.args) if inspect.isclass(a)), None)
+        if target is None:
+            raise TypeError(f"cannot write {value!r} as a config")
+        return {
+            "class_path": _import_path(target),
+            "init_args": {k: _portable(v) for k, v in value.keywords.items()},
+        }
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return _import_path(value)
+    if isinstance(value, Mapping):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(v) for v in value]
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(f"cannot write the module {type(value).__name__} as a config: pass a class or a partial")
+    return value
+
+
+def portable_hparams(cls: type, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters of a module built in Python, rewritten as the CLI would have saved them.
+
+    Classes and ``functools.partial`` factories (nets, optimisers) become ``class_path``/``init_args`` specs, so the
+    checkpoint loads with ``torch.load(weights_only=True)`` and ``Class.load_from_checkpoint(path)`` rebuilds them
+    through Lightning's CLI instantiator.
+    """
+    out: dict[str, Any] = {"_class_path": _import_path(cls)}
+    for key, value in hparams.items():
+        try:
+            out[key] = _portable(value)
+        except TypeError as err:
+            warnings.warn(f"hyper-parameter {key!r} is not saved in the checkpoint: {err}", stacklevel=2)
+    out["_instantiator"] = _INSTANTIATOR
+    return out

@@ -1,0 +1,60 @@
+"""Contrastive divergence (CD-k) and persistent CD for the generative ConvNet.
+
+CD (Hinton 2002) starts the Langevin chains at the observed mini-batch and runs k steps before the same
+maximum-likelihood update as :class:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet`. For the
+generative ConvNet, Xie et al. (ICML 2016, §4) show that CD makes the observed images reconstruct themselves by
+the auto-encoder ``x ↦ σ² ∂f/∂x`` (:meth:`reconstruct`); such a model is not a good sampler from noise. Persistent
+CD (Tieleman 2008) keeps the chains across updates instead of restarting them at the data; here the bank is
+filled once from the first observed batches, then never reset (``reference/methods.md`` §3).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_ebm.methods.generative_convnet import GenerativeConvNet
+
+
+def _cycle(x: Tensor, n: int) -> Tensor:
+    """The first ``n`` rows of ``x`` repeated cyclically: ``(n, *x.shape[1:])``."""
+    return x[torch.arange(n, device=x.device) % x.shape[0]]
+
+
+class ContrastiveDivergence(GenerativeConvNet):
+    """CD-k from the observed batch, or persistent CD with ``persistent=True``.
+
+    CD-k: each iteration starts one chain at every observed image and runs ``langevin_steps`` (k) steps.
+    Persistent: ``n_chains`` chains are filled once from the observed batch (cycled), then continued from where
+    they stopped at every iteration; they are saved in checkpoints for every rank.
+
+    :meth:`sample` starts from the persistent chains, or (CD-k) from the last observed batch seen in training, and
+    from ``chain_init`` when there is neither (a CD model is not expected to sample well from there).
+
+    Args:
+        persistent: keep the chains across updates (PCD) instead of restarting them at the data.
+        **kwargs: as :class:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet`; ``n_chains`` only counts
+            in the persistent mode.
+    """
+
+    def __init__(self, *, persistent: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._last_batch: Tensor | None = None
+
+    def synthesize(self, batch: Tensor, callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
+        """k Langevin steps from the observed batch (CD) or from the persistent chains (PCD)."""
+        self._last_batch = batch.detach()
+        if self.hparams.persistent:
+            if not self.chains.initialized:
+                self.chains.set(_cycle(batch.detach(), self.chains.n_chains))
+            return super().synthesize(batch, callback)
+        return self.langevin(batch, callback=callback)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples from the persistent chains, the last observed batch, or ``chain_init`` (in that order)."""
+        if self.hparams.persistent or self._last_batch is None:
+            return super().sample(n, generator=generator)
+        g = self.seeded_generator() if generator is None else generator
+        start = _cycle(self._last_batch.to(self.device), n)
+        return self.langevin(start, n_steps=self.hparams.sample_steps, generator=g).clamp(-1, 1)

@@ -1,0 +1,184 @@
+"""The generative ConvNet (descriptor) learned by maximum likelihood with Langevin dynamics.
+
+Xie, Lu, Zhu, Wu, "A Theory of Generative ConvNet", ICML 2016. The model is ``p(x; θ) ∝ exp(f(x; θ)) N(x; 0, σ² I)``.
+Learning alternates (Algorithm 1, "analysis by synthesis"):
+
+1. revise the synthesized images by l Langevin steps from where they stopped last time (persistent chains,
+   started once from the zero image);
+2. ascend the log-likelihood, whose gradient is ``mean_i ∂f(x_i)/∂θ − mean_j ∂f(x̃_j)/∂θ``: minimise
+   ``mean_j f(x̃_j) − mean_i f(x_i)`` with x̃ detached.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_ebm.methods.base import EBMModule
+from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
+from lightning_ebm.mixins import LangevinMixin
+from lightning_ebm.nets.descriptors import Descriptor, TextureDescriptor
+from lightning_ebm.samplers.banks import ChainBank
+
+DescriptorFactory = Callable[[Sequence[int]], Descriptor]
+
+
+class GenerativeConvNet(LangevinMixin, EBMModule):
+    """Maximum-likelihood learning of a descriptor with persistent Langevin chains (Xie et al., ICML 2016).
+
+    Every training iteration revises all ``n_chains`` persistent chains by ``langevin_steps`` Langevin steps and
+    takes one optimiser step on ``loss = mean f(x̃) − mean f(x)``; the observed batch and the chains are averaged
+    separately, so ``n_chains`` is independent of the batch size.
+
+    Logged: ``train/loss``; the step output carries ``f_data``, ``f_sample`` and ``grad_norm`` (the mean norm of
+    ∂f/∂x along the chains) for :class:`callbacks.EnergyMonitor`. ``val/`` and ``test/`` log ``f_data``,
+    ``f_sample``, ``energy_gap`` and ``reconstruction_error`` (see :meth:`reconstruct`).
+
+    Args:
+        net: builds the descriptor from the sample shape (a class such as ``TextureDescriptor``, or a partial).
+        n_chains: persistent chains per process (1 for a texture in the paper; 36 for objects in the MatConvNet code).
+        chain_init: where chains start: ``"zeros"`` (the paper: the zero image, the data mean), ``"reference"``
+            (a draw of N(0, σ² I)) or ``"uniform"`` (U[-1, 1], as short-run MCMC does).
+        sample_steps: Langevin steps that :meth:`sample` adds to the chains (``None``: ``langevin_steps``).
+        grad_scaling: ``"positions"`` divides each layer's gradient by its output's number of positions, as the
+            MatConvNet code does; ``"none"`` leaves gradients alone (the TF/PyTorch ports).
+        grad_cap: after scaling, rescale each weight or bias gradient whose largest absolute entry exceeds
+            ``grad_cap`` so that the largest entry equals it (MatConvNet ``cap1``: 20/255 for textures, 8 for
+            objects); ``None`` for no cap.
+        bias_lr_multiplier: learning-rate multiplier of the biases (2 in the MatConvNet code).
+        **kwargs: ``langevin_*`` (:class:`~lightning_ebm.mixins.LangevinMixin`) and ``sample_shape``,
+            ``optimizer``, ``lr_scheduler`` (:class:`~lightning_ebm.methods.base.EBMModule`).
+    """
+
+    def __init__(
+        self,
+        net: DescriptorFactory = TextureDescriptor,
+        *,
+        n_chains: int = 1,
+        chain_init: Literal["zeros", "reference", "uniform"] = "zeros",
+        sample_steps: int | None = None,
+        grad_scaling: Literal["none", "positions"] = "none",
+        grad_cap: float | None = None,
+        bias_lr_multiplier: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.net = net(self.sample_shape)
+        self.chains = ChainBank(n_chains, self.sample_shape)
+        self._positions: dict[torch.nn.Parameter, int] | None = None
+
+    # ----------------------------------------------------------------------------------------------- model
+    def score(self, x: Tensor) -> Tensor:
+        """``f(x): (B, *sample_shape) -> (B,)``, the negative energy without the reference term."""
+        return self.net(x)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """``σ² ∂f/∂x``: the mean of the Gaussian piece that x falls in (Xie et al. 2016, §4; the auto-encoder).
+
+        With ReLU nets ``p`` is piecewise Gaussian; on x's piece ``p ∝ exp(<w, x> − ‖x‖²/2σ²)``, whose mean is
+        ``σ² w = σ² ∂f/∂x``. Contrastive divergence makes observed images fixed points of this map.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.score(x).sum(), x)
+        return self.hparams.langevin_sigma**2 * grad
+
+    def initial_chains(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` chain starting points ``(n, *sample_shape)`` drawn as ``chain_init`` says."""
+        shape = (n, *self.sample_shape)
+        init = self.hparams.chain_init
+        if init == "zeros":
+            return torch.zeros(shape, device=self.device)
+        if init == "reference":
+            return self.hparams.langevin_sigma * torch.randn(shape, generator=generator, device=self.device)
+        return torch.rand(shape, generator=generator, device=self.device) * 2 - 1
+
+    def synthesize(self, batch: Tensor, callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
+        """Revise the persistent chains by ``langevin_steps`` steps and store them: ``(n_chains, *sample_shape)``."""
+        if not self.chains.initialized:
+            self.chains.set(self.initial_chains(self.chains.n_chains, self.generator))
+        x = self.langevin(self.chains.get(self.device), callback=callback)
+        self.chains.set(x)
+        return x
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples: the persistent chains (cycled to ``n``) run ``sample_steps`` more steps, in [-1, 1].
+
+        The stored chains are not changed. Before the first training step the chains start from ``chain_init``.
+        """
+        g = self.seeded_generator() if generator is None else generator
+        if self.chains.initialized:
+            start = self.chains.get(self.device)
+            start = start[torch.arange(n, device=start.device) % start.shape[0]]
+        else:
+            start = self.initial_chains(n, g)
+        steps = self.hparams.sample_steps
+        return self.langevin(start, n_steps=steps, generator=g).clamp(-1, 1)
+
+    # -------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        """One iteration: revise the chains, then the ML step on ``mean f(x̃) − mean f(x)``."""
+        norms: list[Tensor] = []
+        synthesized = self.synthesize(batch, callback=lambda s: norms.append(s["grad"].flatten(1).norm(dim=1).mean()))
+        f_data = self.score(batch)
+        f_sample = self.score(synthesized)
+        loss = f_sample.mean() - f_data.mean()
+        self.check_finite(loss, "the loss")
+        self.log("train/loss", loss, prog_bar=True)
+        grad_norm = torch.stack(norms).mean() if norms else torch.zeros((), device=self.device)
+        return {
+            "loss": loss,
+            "f_data": f_data.mean().detach(),
+            "f_sample": f_sample.mean().detach(),
+            "grad_norm": grad_norm,
+        }
+
+    def _evaluate(self, batch: Tensor, stage: str) -> None:
+        samples = self.sample(batch.shape[0], generator=self.seeded_generator(7))
+        f_data = self.score(batch).mean()
+        f_sample = self.score(samples).mean()
+        recon = (self.reconstruct(batch) - batch).pow(2).mean()
+        self.log_dict(
+            {
+                f"{stage}/f_data": f_data,
+                f"{stage}/f_sample": f_sample,
+                f"{stage}/energy_gap": f_data - f_sample,
+                f"{stage}/reconstruction_error": recon,
+            },
+            sync_dist=True,
+        )
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        """Log f on held-out data and on fresh samples, their gap, and the auto-encoder error."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        """As :meth:`validation_step`, under ``test/``."""
+        self._evaluate(batch, "test")
+
+    # ---------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser, with the biases in a second group at ``bias_lr_multiplier`` × the rate."""
+        multiplier = self.hparams.bias_lr_multiplier
+        if multiplier == 1.0:
+            return super().configure_optimizers()
+        params = dict(self.named_parameters())
+        biases = [p for name, p in params.items() if name.endswith("bias")]
+        weights = [p for name, p in params.items() if not name.endswith("bias")]
+        optimizer = self.optimizer([{"params": weights}, {"params": biases}])
+        optimizer.param_groups[1]["lr"] *= multiplier
+        return self.with_scheduler(optimizer)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Check gradients, then apply the MatConvNet per-layer scaling and cap if asked."""
+        super().on_before_optimizer_step(optimizer)
+        scaling, cap = self.hparams.grad_scaling, self.hparams.grad_cap
+        if scaling == "none" and cap is None:
+            return
+        if self._positions is None:
+            if scaling == "positions":
+                self._positions = output_positions(self.net, self.sample_shape)
+            else:
+                self._positions = {p: 1 for p in self.parameters()}
+        scale_and_cap_gradients(self._positions, cap)

@@ -1,0 +1,97 @@
+"""Thin sampler mixins that LightningModules inherit (placed left of the Lightning base).
+
+A mixin takes keyword-only, prefixed hyper-parameters, forwards the rest with ``**kwargs``, records its own values
+with ``save_hyperparameters`` and exposes one method that calls a pure sampler with the host's network and
+noise generator. It keeps no other state.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+
+from lightning_ebm.samplers.langevin import langevin
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` of ``module``'s parameters inside the block, restoring each flag after.
+
+    Sampling differentiates with respect to the input only; frozen parameters keep autograd from saving what a
+    weight gradient would need.
+    """
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class LangevinMixin:
+    """Langevin sampling of the host's descriptor, ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` (Xie et al., ICML 2016).
+
+    The host provides ``score(x): (B, *S) -> (B,)`` (its ``f``), ``generator`` (the rank's noise) and
+    ``check_finite`` (from :class:`~lightning_ebm.methods.base.EBMModule`).
+
+    Args:
+        langevin_steps: Langevin steps per training iteration (l in the paper).
+        langevin_step_size: δ. Couples with the pixel range and σ: 0.3 with σ = 1 on 0..255 images is
+            0.0023 with σ = 0.0078 on [-1, 1] images (``reference/methods.md`` §1.1).
+        langevin_sigma: σ, the standard deviation of the Gaussian reference distribution.
+        langevin_noise: add the noise term (off in the released multi-grid and CoopVAEBM codes).
+        langevin_clip: clamp the chains to ``[low, high]`` after every step; ``None`` for no clipping.
+    """
+
+    def __init__(
+        self,
+        *,
+        langevin_steps: int = 30,
+        langevin_step_size: float = 0.0046,
+        langevin_sigma: float = 0.0154,
+        langevin_noise: bool = True,
+        langevin_clip: tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if langevin_steps < 0 or langevin_step_size < 0 or langevin_sigma <= 0:
+            raise ValueError(
+                f"Langevin needs langevin_steps >= 0, langevin_step_size >= 0 and langevin_sigma > 0; got "
+                f"{langevin_steps}, {langevin_step_size}, {langevin_sigma}"
+            )
+        self.save_hyperparameters(
+            "langevin_steps", "langevin_step_size", "langevin_sigma", "langevin_noise", "langevin_clip"
+        )
+
+    def langevin(
+        self,
+        x0: Tensor,
+        *,
+        f: Callable[[Tensor], Tensor] | None = None,
+        n_steps: int | None = None,
+        generator: Any = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Tensor:
+        """Revise ``x0`` ``(B, *S)`` by Langevin dynamics of ``f`` (default: the host's ``score``).
+
+        Parameters are frozen while sampling; the result is checked for NaN and infinity.
+        """
+        hp = self.hparams
+        score = self.score if f is None else f
+        with frozen(self):
+            x = langevin(
+                score,
+                x0,
+                n_steps=hp.langevin_steps if n_steps is None else n_steps,
+                step_size=hp.langevin_step_size,
+                sigma=hp.langevin_sigma,
+                noise=hp.langevin_noise,
+                clip=None if hp.langevin_clip is None else tuple(hp.langevin_clip),
+                generator=self.generator if generator is None else generator,
+                callback=callback,
+            )
+        self.check_finite(x, "the Langevin chains")
+        return x

@@ -1,0 +1,146 @@
+"""Descriptor nets: bottom-up ConvNets whose output is the score ``f(x): (B, C, H, W) -> (B,)``.
+
+The model they define is ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` (Xie, Lu, Zhu, Wu, ICML 2016). A net with several top
+outputs sums them per sample; sums over the batch happen at the call site, never here. Layers follow
+``reference/methods.md`` §2.2 and §5.3, read from the authors' MatConvNet and TensorFlow codes.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """``nn.LeakyReLU`` whose default slope is the papers' 0.2 (torch's default is 0.01)."""
+
+    def __init__(self, negative_slope: float = 0.2, inplace: bool = False) -> None:
+        super().__init__(negative_slope, inplace)
+
+
+class Descriptor(nn.Module):
+    """Base of descriptor nets: ``forward(x: (B, *sample_shape)) -> (B,)``, one score per sample.
+
+    Args:
+        sample_shape: shape of one input sample, ``(C, H, W)``.
+    """
+
+    def __init__(self, sample_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+
+    def _check_channels(self, x: Tensor) -> None:
+        if x.dim() != len(self.sample_shape) + 1 or x.shape[1] != self.sample_shape[0]:
+            raise ValueError(
+                f"{type(self).__name__} was built for samples of shape {self.sample_shape} "
+                f"(batch, channels, ...), got a tensor of shape {tuple(x.shape)}: check the data's mode "
+                "(grayscale 'L' or 'RGB') against the net"
+            )
+
+
+def _init_gaussian(module: nn.Module, std: float | None) -> None:
+    """Weights N(0, std²) and zero biases, as in the released codes; ``None`` keeps PyTorch's default."""
+    if std is None:
+        return
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class TextureDescriptor(Descriptor):
+    """The ICML-2016 texture descriptor: fully convolutional, f summed over all positions and channels.
+
+    Default layers (MatConvNet ``convNet_texture.m``, ``reference/methods.md`` §2.2): 15×15 stride 3 → 100,
+    9×9 → 70, 7×7 → 30, each with padding k//2 and ReLU; weights N(0, 0.01²), biases 0. Being fully
+    convolutional, it scores (and synthesizes) images of any size.
+
+    Args:
+        sample_shape: ``(C, H, W)`` of one sample; only ``C`` is used.
+        channels: output channels of each layer.
+        kernel_sizes: kernel size of each layer.
+        strides: stride of each layer.
+        activation: activation class applied after every layer, the last included.
+        init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        channels: Sequence[int] = (100, 70, 30),
+        kernel_sizes: Sequence[int] = (15, 9, 7),
+        strides: Sequence[int] = (3, 1, 1),
+        activation: type[nn.Module] = nn.ReLU,
+        init_std: float | None = 0.01,
+    ) -> None:
+        super().__init__(sample_shape)
+        if not len(channels) == len(kernel_sizes) == len(strides) > 0:
+            raise ValueError(
+                f"channels, kernel_sizes and strides need one entry per layer; got {list(channels)}, "
+                f"{list(kernel_sizes)}, {list(strides)}"
+            )
+        layers: list[nn.Module] = []
+        c_in = self.sample_shape[0]
+        for c_out, k, s in zip(channels, kernel_sizes, strides):
+            layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2), activation()]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        _init_gaussian(self, init_std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, C, H, W) -> (B,)``: the sum of the top layer's responses."""
+        self._check_channels(x)
+        return self.body(x).flatten(1).sum(1)
+
+
+class ObjectDescriptor(Descriptor):
+    """The object/scene descriptor of the TensorFlow CoopNets code (Xie et al., AAAI 2018), 64×64 by default.
+
+    Layers (``reference/methods.md`` §5.3): 5×5 stride 2 → 64, 3×3 stride 2 → 128, 3×3 stride 1 → 256, each with
+    LeakyReLU(0.2), then a full-size ("fc") layer to ``n_out`` = 100 outputs that are summed into f; weights
+    N(0, 0.01²), biases 0, no normalisation. Padding is k//2 (TF's SAME pads one more pixel on the right and
+    bottom for even sizes and stride 2: the output sizes agree).
+
+    Args:
+        sample_shape: ``(C, H, W)`` of one sample; the full-size layer is built for this ``H × W``.
+        channels: output channels of each convolution.
+        kernel_sizes: kernel size of each convolution.
+        strides: stride of each convolution.
+        n_out: number of outputs of the full-size layer (summed).
+        activation: activation class after each convolution.
+        init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        channels: Sequence[int] = (64, 128, 256),
+        kernel_sizes: Sequence[int] = (5, 3, 3),
+        strides: Sequence[int] = (2, 2, 1),
+        n_out: int = 100,
+        activation: type[nn.Module] = LeakyReLU,
+        init_std: float | None = 0.01,
+    ) -> None:
+        super().__init__(sample_shape)
+        if len(self.sample_shape) != 3:
+            raise ValueError(f"ObjectDescriptor needs a (C, H, W) sample shape, got {self.sample_shape}")
+        layers: list[nn.Module] = []
+        c_in, h, w = self.sample_shape
+        for c_out, k, s in zip(channels, kernel_sizes, strides):
+            layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2), activation()]
+            c_in, h, w = c_out, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in * h * w, n_out)
+        _init_gaussian(self, init_std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, C, H, W) -> (B,)``: the sum of the full-size layer's outputs."""
+        if tuple(x.shape[1:]) != self.sample_shape:
+            raise ValueError(
+                f"ObjectDescriptor was built for samples of shape {self.sample_shape}, got a batch of shape "
+                f"{tuple(x.shape)}: set the data's image size to match, or build the net for this size"
+            )
+        return self.fc(torch.flatten(self.body(x), 1)).sum(1)

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny texture files, a tiny model, and a CLI runner that writes under tmp_path."""
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_ebm.nets import TextureDescriptor
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTURE = str(ROOT / "conf" / "experiments" / "texture.yaml")
+DEBUG = str(ROOT / "conf" / "trainer" / "debug.yaml")
+
+# A descriptor small enough for a CPU test: two layers, 8 and 4 channels.
+tiny_net = partial(TextureDescriptor, channels=(8, 4), kernel_sizes=(5, 3), strides=(2, 1))
+
+TINY = [
+    "--model.net=lightning_ebm.nets.TextureDescriptor",
+    "--model.net.channels=[8, 4]",
+    "--model.net.kernel_sizes=[5, 3]",
+    "--model.net.strides=[2, 1]",
+    "--data.image_size=24",
+    "--data.crop_size=16",
+    "--model.langevin_steps=3",
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No network, no credentials, nothing written outside tmp_path."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("LIGHTNING_EBM_RUN_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+
+
+def stripes(size: int = 24, period: int = 4, rgb: bool = False) -> np.ndarray:
+    """A uint8 test texture of diagonal stripes."""
+    yy, xx = np.mgrid[:size, :size]
+    gray = (((xx + yy) // period) % 2 * 200 + 20).astype(np.uint8)
+    return np.stack([gray, gray[::-1], gray.T], -1) if rgb else gray
+
+
+@pytest.fixture
+def texture_file(tmp_path) -> Path:
+    """A 24x24 grayscale PNG."""
+    path = tmp_path / "textures" / "stripes.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stripes()).save(path)
+    return path
+
+
+def run_cli(*args: str, root: Path | None):
+    """Run ``python -m lightning_ebm`` in-process with everything written under ``root``; returns the CLI."""
+    from lightning_ebm.__main__ import cli_main
+
+    argv = sys.argv
+    sys.argv = ["lightning_ebm"]  # LightningCLI warns when both args and a command line (pytest's) are given
+    try:
+        return cli_main([*args] if root is None else [*args, f"--trainer.default_root_dir={root}"])
+    finally:
+        sys.argv = argv
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories under ``root`` (those holding a config.yaml), oldest first."""
+    return sorted((p.parent for p in Path(root).rglob("config.yaml")), key=os.path.getmtime)

@@ -1,0 +1,188 @@
+"""GenerativeConvNet against the published update rule, and the behaviour a run relies on."""
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from datamodules import TextureDataModule
+from lightning_ebm.methods import DivergenceError, GenerativeConvNet
+from tests.conftest import tiny_net
+
+
+def make_model(**kwargs) -> GenerativeConvNet:
+    args = {
+        "net": tiny_net,
+        "sample_shape": (1, 16, 16),
+        "n_chains": 3,
+        "langevin_steps": 3,
+        "langevin_step_size": 0.05,
+        "langevin_sigma": 0.5,
+        "optimizer": partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999)),
+    }
+    return GenerativeConvNet(**{**args, **kwargs})
+
+
+def trainer(tmp_path, max_steps: int, **kwargs) -> Trainer:
+    args = {
+        "max_steps": max_steps,
+        "default_root_dir": tmp_path,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+    }
+    return Trainer(**{**args, **kwargs})
+
+
+def test_loss_gradient_is_the_maximum_likelihood_gradient():
+    """∂loss/∂θ = mean_j ∂f(x̃_j)/∂θ − mean_i ∂f(x_i)/∂θ, with 3 chains against a batch of 5."""
+    model = make_model(langevin_steps=0)  # the chains stay where the bank holds them
+    chains = torch.randn(3, 1, 16, 16)
+    model.chains.set(chains)
+    batch = torch.randn(5, 1, 16, 16)
+    out = model.training_step(batch, 0)
+    params = list(model.parameters())
+    got = torch.autograd.grad(out["loss"], params)
+
+    def mean_grad(x):
+        grads = [torch.autograd.grad(model.score(xi[None]).sum(), params) for xi in x]
+        return [torch.stack(g).mean(0) for g in zip(*grads)]
+
+    expected = [s - d for s, d in zip(mean_grad(chains), mean_grad(batch))]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out["loss"], model.score(chains).mean() - model.score(batch).mean())
+
+
+def test_chains_persist_across_iterations():
+    model = make_model()
+    starts = []
+    original = model.langevin
+
+    def spy(x0, **kwargs):
+        starts.append(x0.clone())
+        return original(x0, **kwargs)
+
+    model.langevin = spy
+    batch = torch.randn(2, 1, 16, 16)
+    first = model.training_step(batch, 0)
+    after_first = model.chains.get().clone()
+    model.training_step(batch, 1)
+    assert torch.equal(starts[0], torch.zeros(3, 1, 16, 16))  # the paper: chains start at the zero image
+    assert torch.equal(starts[1], after_first)  # and continue from where they stopped
+    assert first["f_data"].shape == () and first["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("init", ["zeros", "reference", "uniform"])
+def test_chain_init(init):
+    model = make_model(chain_init=init, langevin_sigma=0.3)
+    x = model.initial_chains(4000, torch.Generator().manual_seed(0))
+    expected_std = {"zeros": 0.0, "reference": 0.3, "uniform": 1 / math.sqrt(3)}[init]
+    assert x.std().item() == pytest.approx(expected_std, abs=0.01)
+
+
+def test_reconstruct_is_sigma_squared_times_the_score_gradient():
+    model = make_model(langevin_sigma=0.5)
+    x = torch.randn(2, 1, 16, 16)
+    with torch.enable_grad():
+        xr = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model.score(xr).sum(), xr)
+    torch.testing.assert_close(model.reconstruct(x), 0.25 * grad)
+    with torch.inference_mode():
+        assert model.reconstruct(x).shape == x.shape
+
+
+def test_fit_then_sample(tmp_path):
+    model = make_model()
+    dm = TextureDataModule("brick", image_size=16, batch_size=2)
+    trainer(tmp_path, 3).fit(model, dm)
+    assert model.global_step == 3 and model.chains.initialized
+    before = model.chains.get().clone()
+    samples = model.sample(5)
+    assert samples.shape == (5, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    assert torch.equal(model.chains.get(), before)  # sampling does not move the training chains
+    torch.testing.assert_close(model.sample(5), samples)  # and is reproducible
+
+
+def test_load_from_checkpoint_alone(tmp_path):
+    model = make_model(optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.5), chain_init="reference")
+    dm = TextureDataModule("brick", image_size=16)
+    fit = trainer(tmp_path, 2)
+    fit.fit(model, dm)
+    path = tmp_path / "model.ckpt"
+    fit.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)  # no pickled classes or partials
+    assert ckpt["hyper_parameters"]["net"]["init_args"]["channels"] == [8, 4]
+    loaded = GenerativeConvNet.load_from_checkpoint(path)
+    assert loaded.hparams.chain_init == "reference" and loaded.hparams.n_chains == 3
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(loaded.chains.get(), model.chains.get())
+    assert isinstance(loaded.configure_optimizers(), torch.optim.SGD)
+    # a loaded model trains on and saves a checkpoint that loads again
+    again = tmp_path / "again.ckpt"
+    more = trainer(tmp_path, 3)
+    more.fit(loaded, dm, ckpt_path=path)
+    more.save_checkpoint(again)
+    reloaded = GenerativeConvNet.load_from_checkpoint(again)
+    assert torch.load(again, weights_only=True)["global_step"] == 3
+    for a, b in zip(loaded.state_dict().values(), reloaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resumed_run_continues_exactly(tmp_path):
+    """4 steps in one go equal 2 steps, a checkpoint, and 2 more (chains, noise, weights, crops)."""
+
+    def dm():
+        return TextureDataModule("brick", image_size=24, crop_size=16, batch_size=2)
+
+    torch.manual_seed(0)
+    straight = make_model()
+    trainer(tmp_path / "a", 4).fit(straight, dm())
+
+    torch.manual_seed(0)
+    first = make_model()
+    t = trainer(tmp_path / "b", 2)
+    t.fit(first, dm())
+    t.save_checkpoint(tmp_path / "half.ckpt")
+    torch.manual_seed(123)  # a resumed process does not share the first one's global RNG state
+    resumed = make_model()
+    torch.manual_seed(0)
+    trainer(tmp_path / "c", 4).fit(resumed, dm(), ckpt_path=tmp_path / "half.ckpt")
+
+    assert resumed.global_step == 4
+    assert torch.equal(resumed.chains.get(), straight.chains.get())
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_divergence_stops_before_saving(tmp_path):
+    model = make_model(langevin_step_size=1e6)
+    t = trainer(tmp_path, 5, enable_checkpointing=True)
+    with pytest.raises(
+        DivergenceError,
+        match=r"became NaN or infinite at training step 0.*langevin_step_size=1000000.0.*lr=0.001",
+    ):
+        t.fit(model, TextureDataModule("brick", image_size=16))
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_matconvnet_gradient_family():
+    """MatConvNet: gradients divided by the layer's output positions, max-abs rescaled to the cap; biases at 2x."""
+    sgd = partial(torch.optim.SGD, lr=0.1, momentum=0.5)
+    model = make_model(grad_scaling="positions", grad_cap=1e-3, bias_lr_multiplier=2.0, optimizer=sgd)
+    optimizer = model.configure_optimizers()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.2]
+    model.training_step(torch.randn(2, 1, 16, 16), 0)["loss"].backward()
+    raw = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.on_before_optimizer_step(optimizer)
+    convs = [model.net.body[0], model.net.body[2]]
+    positions = [8 * 8, 8 * 8]  # 16x16 input, stride 2 then stride 1
+    for conv, n, name in zip(convs, positions, ["net.body.0", "net.body.2"]):
+        scaled = raw[f"{name}.weight"] / n
+        assert scaled.abs().max() > 1e-3  # the cap applies: the whole tensor is rescaled, not clamped
+        torch.testing.assert_close(conv.weight.grad, scaled * (1e-3 / scaled.abs().max()))

@@ -1,0 +1,59 @@
+"""The published descriptor architectures, layer by layer."""
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_ebm.nets import LeakyReLU, ObjectDescriptor, TextureDescriptor
+
+
+def _convs(net):
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_texture_descriptor_is_the_icml2016_net():
+    net = TextureDescriptor((1, 64, 64))
+    convs = _convs(net)
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [
+        (100, 15, 3, 7),
+        (70, 9, 1, 4),
+        (30, 7, 1, 3),
+    ]
+    assert sum(isinstance(m, nn.ReLU) for m in net.modules()) == 3
+    weights = torch.cat([c.weight.flatten() for c in convs])
+    assert abs(weights.std().item() - 0.01) < 0.001 and all(c.bias.abs().max() == 0 for c in convs)
+
+
+def test_texture_score_is_the_sum_over_positions_and_channels():
+    net = TextureDescriptor((3, 32, 32), channels=(4, 2), kernel_sizes=(3, 3), strides=(1, 1), init_std=None)
+    x = torch.randn(5, 3, 32, 32)
+    f = net(x)
+    assert f.shape == (5,)
+    torch.testing.assert_close(f, net.body(x).sum((1, 2, 3)))
+    assert net(torch.randn(2, 3, 48, 40)).shape == (2,)  # fully convolutional: any size
+
+
+def test_texture_descriptor_names_a_channel_mismatch():
+    with pytest.raises(ValueError, match=r"\(1, 64, 64\).*'RGB'"):
+        TextureDescriptor((1, 64, 64))(torch.randn(2, 3, 64, 64))
+
+
+def test_object_descriptor_is_the_tf_coopnets_net():
+    net = ObjectDescriptor((3, 64, 64))
+    convs = _convs(net)
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (64, 5, 2),
+        (128, 3, 2),
+        (256, 3, 1),
+    ]
+    assert net.fc.in_features == 256 * 16 * 16 and net.fc.out_features == 100
+    assert all(
+        isinstance(m, LeakyReLU) and m.negative_slope == 0.2 for m in net.modules() if isinstance(m, nn.LeakyReLU)
+    )
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(net(x), net.fc(net.body(x).flatten(1)).sum(1))
+
+
+def test_object_descriptor_names_a_size_mismatch():
+    with pytest.raises(ValueError, match=r"\(3, 64, 64\).*\(2, 3, 32, 32\)"):
+        ObjectDescriptor((3, 64, 64))(torch.randn(2, 3, 32, 32))

@@ -1,0 +1,21 @@
+"""A callback for the DDP test: every rank writes what it holds at the end of training."""
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class RankProbe(Callback):
+    """Write ``probe_rank<r>.pt`` (parameters, chains, the noise generator's state) into the run directory."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        torch.save(
+            {
+                "params": [p.detach().cpu() for p in pl_module.parameters()],
+                "chains": pl_module.chains.get().cpu(),
+                "generator": pl_module.generator.get_state(),
+                "world_size": trainer.world_size,
+            },
+            Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.pt",
+        )

@@ -1,0 +1,170 @@
+"""The command line as a user runs it: help, configs that stack, the run directory, every subcommand."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_ebm.methods import DivergenceError
+from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_cli, run_dirs
+
+RECIPES = sorted(str(p) for p in (ROOT / "conf" / "experiments").glob("*.yaml"))
+PRESETS = sorted(str(p) for p in (ROOT / "conf" / "trainer").glob("*.yaml"))
+
+
+def test_help_runs_from_the_shell():
+    out = subprocess.run([sys.executable, "-m", "lightning_ebm", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert all(sub in out.stdout for sub in ("fit", "validate", "test", "predict"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: Path(p).stem)
+@pytest.mark.parametrize("preset", [None, *PRESETS], ids=lambda p: "alone" if p is None else Path(p).stem)
+def test_every_recipe_parses_alone_and_with_every_preset(recipe, preset, capsys):
+    stacked = ["--config", recipe] + (["--config", preset] if preset else [])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", *stacked, "--print_config", root=Path("runs"))
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: lightning_ebm.methods." in printed and "class_path: datamodules." in printed
+
+
+def test_print_config_and_model_help(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", TEXTURE, "--print_config", root=Path("runs"))
+    printed = capsys.readouterr().out
+    assert "langevin_steps: 30" in printed and "lightning_ebm.nets.TextureDescriptor" in printed
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--model.help", "GenerativeConvNet", root=None)
+    assert "--model.langevin_step_size" in capsys.readouterr().out
+
+
+def test_unknown_key_fails_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", TEXTURE, "--model.langevin_stepsize=0.1", root=tmp_path / "out")
+    assert exit_info.value.code != 0
+    assert "langevin_stepsize" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
+    recipe = tmp_path / "tied.yaml"
+    recipe.write_text(
+        Path(TEXTURE)
+        .read_text()
+        .replace("chain_init: zeros", "chain_init: zeros\n    sample_steps: ${.langevin_steps}")
+    )
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", str(recipe), "--model.langevin_steps=7", "--print_config", root=tmp_path)
+    printed = capsys.readouterr().out
+    assert "sample_steps: 7" in printed and "langevin_steps: 7" in printed
+
+
+def test_fit_then_validate_test_predict_from_the_checkpoint(tmp_path):
+    """The inference-mode trap: validate/test/predict run under torch.inference_mode in one process."""
+    root = tmp_path / "out"
+    cli = run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, root=root)
+    assert cli.trainer.global_step == 4
+    (run,) = run_dirs(root)
+    assert run.parent == root / "texture"  # <root>/<recipe>/<time>
+    assert (run / "checkpoints" / "last.ckpt").is_file() and list((run / "samples").glob("step_*.png"))
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+
+    for subcommand, stage in (("validate", "val"), ("test", "test")):
+        cli = run_cli(subcommand, "--ckpt_path", ckpt, "--trainer.logger=false", root=root)
+        metrics = cli.trainer.callback_metrics
+        assert torch.isfinite(metrics[f"{stage}/f_data"]) and f"{stage}/energy_gap" in metrics
+
+    run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=6", root=root)
+    (predicted,) = run.glob("predict-*/predictions")
+    samples = torch.load(predicted / "samples_rank0.pt", weights_only=True)
+    assert samples.shape == (6, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    assert len(list(predicted.glob("sample_*.png"))) == 6 and (predicted / "grid_rank0.png").is_file()
+
+
+def test_configs_stack_and_default_root_dir_moves_everything(tmp_path):
+    root = tmp_path / "elsewhere"
+    run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=2", root=root)
+    (run,) = run_dirs(root)
+    written = {p.relative_to(run).parts[0] for p in run.rglob("*") if p.is_file()}
+    assert written == {"config.yaml", "checkpoints", "samples"}
+    assert not [p for p in Path.cwd().iterdir() if p.name not in ("elsewhere",)]  # nothing outside the root
+    saved = (run / "config.yaml").read_text()
+    assert "max_steps: 2" in saved and "logger: false" in saved and "channels:\n        - 8" in saved
+
+
+def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path):
+    root = tmp_path / "out"
+    run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=2", root=root)
+    (run,) = run_dirs(root)
+    cli = run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--ckpt_path=last", root=root)
+    assert cli.trainer.global_step == 4
+    assert run_dirs(root) == [run]  # the same run directory
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert len(list(run.glob("config*.yaml"))) == 2  # the first config is kept
+
+
+def test_divergence_keeps_the_last_good_checkpoint_and_says_what_to_lower(tmp_path):
+    root = tmp_path / "out"
+    run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=2", root=root)
+    (run,) = run_dirs(root)
+    last = run / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    with pytest.raises(DivergenceError, match=r"training step 2.*langevin_step_size=1000000.0.*lr=0.001"):
+        run_cli(
+            "fit",
+            "--ckpt_path",
+            str(last),
+            "--model.langevin_step_size=1e6",
+            "--trainer.max_steps=6",
+            "--trainer.logger=false",
+            root=root,
+        )
+    assert last.read_bytes() == good
+    for ckpt in root.rglob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_texture_by_path(tmp_path, texture_file):
+    root = tmp_path / "out"
+    cli = run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, f"--data.textures={texture_file}", root=root)
+    assert cli.datamodule.files == [texture_file]
+    with pytest.raises(FileNotFoundError, match=r"no_such\.png"):
+        run_cli("fit", "--config", TEXTURE, "--config", DEBUG, "--data.textures=./no_such.png", root=root)
+
+
+def test_wandb_logger_is_the_default_offline_and_gets_uint8_images(tmp_path, monkeypatch):
+    """No credentials here: the default wandb logger runs offline, under the run directory; a failed run before it
+    in the same process does not swallow it."""
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    common = ["--config", TEXTURE, *TINY, "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"]
+    with pytest.raises(DivergenceError):
+        run_cli("fit", *common, "--model.langevin_step_size=1e6", root=tmp_path / "failed")
+    cli = run_cli("fit", *common, root=tmp_path / "good")
+    assert os.environ["WANDB_MODE"] == "offline"
+    run = Path(cli.trainer.default_root_dir)
+    images = list(run.glob("wandb/offline-run-*/files/media/images/samples_*.png"))
+    assert images, sorted(str(p) for p in run.rglob("*"))
+    pixels = np.asarray(Image.open(images[0]))
+    assert pixels.dtype == np.uint8 and pixels.std() > 0  # real pixels, not the all-black float images
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: Path(p).stem)
+def test_every_recipe_starts_on_the_cpu(recipe, tmp_path):
+    """Paper-scale recipes are for GPUs; a short run of each must still work here."""
+    cli = run_cli(
+        "fit", "--config", recipe, "--config", DEBUG, "--trainer.max_steps=2", "--model.langevin_steps=2", root=tmp_path
+    )
+    assert cli.trainer.global_step == 2
+    (run,) = run_dirs(tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
