@@ -4,18 +4,11 @@ import os
 import sys
 from typing import Any
 
-import torch
-
 from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV
 
 
 def cli_main(args: Any = None) -> EBMCLI:
-    """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks.
-
-    Denormal floats are flushed to zero first: small initial weights push the descriptor's activations into the
-    denormal range, which made the first CPU iterations about 9× slower (``reference/environment.md`` §9).
-    """
-    torch.set_flush_denormal(True)
+    """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks."""
     inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
     failed = True
     try:

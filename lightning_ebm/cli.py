@@ -170,7 +170,10 @@ class EBMCLI(LightningCLI):
             cause = err
             while cause.__cause__ is not None:
                 cause = cause.__cause__
-            if cause is err:
+            tb = cause.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if cause is err or tb is None or "jsonargparse" in tb.tb_frame.f_code.co_filename:
                 raise
             raise cause.with_traceback(cause.__traceback__) from None
 
@@ -180,6 +183,9 @@ class EBMCLI(LightningCLI):
         experiments = [p for p in files if p.parent.name == "experiments"]
         if experiments or files:
             return (experiments or files)[-1].stem
+        ckpt = Path(str(config.get("ckpt_path") or ""))
+        if ckpt.is_file() and ckpt.parent.name == "checkpoints":  # <root>/<recipe>/<run>/checkpoints/FILE
+            return ckpt.parent.parent.parent.name
         return str(config.model.class_path).rsplit(".", 1)[-1].lower()
 
     def _run_dir(self, config: Any) -> Path:

@@ -19,6 +19,21 @@ DEBUG = str(ROOT / "conf" / "trainer" / "debug.yaml")
 # A descriptor small enough for a CPU test: two layers, 8 and 4 channels.
 tiny_net = partial(TextureDescriptor, channels=(8, 4), kernel_sizes=(5, 3), strides=(2, 1))
 
+
+def tiny_model(cls: type, **kwargs):
+    """A method of class ``cls`` with the tiny net on 16x16 grayscale samples; ``kwargs`` override."""
+    args = {
+        "net": tiny_net,
+        "sample_shape": (1, 16, 16),
+        "n_chains": 3,
+        "langevin_steps": 3,
+        "langevin_step_size": 0.05,
+        "langevin_sigma": 0.5,
+        "optimizer": partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999)),
+    }
+    return cls(**{**args, **kwargs})
+
+
 TINY = [
     "--model.net=lightning_ebm.nets.TextureDescriptor",
     "--model.net.channels=[8, 4]",

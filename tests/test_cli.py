@@ -126,6 +126,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_says_what_to_lower(tmp_pa
             root=root,
         )
     assert last.read_bytes() == good
+    assert {p.parent for p in run_dirs(root)} == {root / "texture"}  # the resumed run is filed under its recipe
     for ckpt in root.rglob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values())

@@ -1,7 +1,5 @@
 """Every callback writes or logs what it promises, in a real Trainer run."""
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
@@ -12,17 +10,11 @@ from callbacks import EnergyMonitor, RunCheckpoint, SampleGrid
 from callbacks.images import make_grid, to_uint8
 from datamodules import TextureDataModule
 from lightning_ebm.methods import GenerativeConvNet
-from tests.conftest import tiny_net
+from tests.conftest import tiny_model
 
 
 def fit(tmp_path, callbacks, max_steps=3):
-    model = GenerativeConvNet(
-        net=tiny_net,
-        sample_shape=(1, 16, 16),
-        n_chains=2,
-        langevin_steps=2,
-        optimizer=partial(torch.optim.Adam, lr=1e-3),
-    )
+    model = tiny_model(GenerativeConvNet, n_chains=2, langevin_steps=2)
     trainer = Trainer(
         max_steps=max_steps,
         default_root_dir=tmp_path,

@@ -1,25 +1,15 @@
 """ContrastiveDivergence: CD-k starts at the observed batch; PCD keeps a bank filled once from the data."""
 
-from functools import partial
-
 import torch
 from lightning.pytorch import Trainer
 
 from datamodules import TextureDataModule
 from lightning_ebm.methods import ContrastiveDivergence
-from tests.conftest import tiny_net
+from tests.conftest import tiny_model
 
 
 def make_model(**kwargs) -> ContrastiveDivergence:
-    args = {
-        "net": tiny_net,
-        "sample_shape": (1, 16, 16),
-        "langevin_steps": 2,
-        "langevin_step_size": 0.05,
-        "langevin_sigma": 0.5,
-        "optimizer": partial(torch.optim.Adam, lr=1e-3),
-    }
-    return ContrastiveDivergence(**{**args, **kwargs})
+    return tiny_model(ContrastiveDivergence, **{"langevin_steps": 2, **kwargs})
 
 
 def test_cd_starts_every_chain_at_the_observed_batch():

@@ -9,20 +9,11 @@ from lightning.pytorch import Trainer
 
 from datamodules import TextureDataModule
 from lightning_ebm.methods import DivergenceError, GenerativeConvNet
-from tests.conftest import tiny_net
+from tests.conftest import tiny_model
 
 
 def make_model(**kwargs) -> GenerativeConvNet:
-    args = {
-        "net": tiny_net,
-        "sample_shape": (1, 16, 16),
-        "n_chains": 3,
-        "langevin_steps": 3,
-        "langevin_step_size": 0.05,
-        "langevin_sigma": 0.5,
-        "optimizer": partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999)),
-    }
-    return GenerativeConvNet(**{**args, **kwargs})
+    return tiny_model(GenerativeConvNet, **kwargs)
 
 
 def trainer(tmp_path, max_steps: int, **kwargs) -> Trainer:
