@@ -3,7 +3,7 @@
 torchvision is not used: its wheels cannot sit beside the CPU torch build (``reference/environment.md`` §1).
 """
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -86,13 +86,11 @@ def to_unit_range(x: Tensor, scaling: Scaling) -> Tensor:
     return (x - low) / (high - low).clamp_min(1e-8) * 2 - 1
 
 
-def stack_checked(images: Iterable[Tensor], names: Iterable[str]) -> Tensor:
-    """Stack ``(C, H, W)`` images, naming the first one whose size differs from the rest."""
-    images, names = list(images), list(names)
+def check_same_size(images: Sequence[Tensor], names: Sequence[str]) -> None:
+    """Raise, naming the first image whose size differs from the first one's."""
     for image, name in zip(images, names):
         if image.shape != images[0].shape:
             raise ValueError(
                 f"{name} is {tuple(image.shape[-2:])} but {names[0]} is {tuple(images[0].shape[-2:])}: "
                 "set image_size or crop_size so that all images give samples of one size"
             )
-    return torch.stack(images)

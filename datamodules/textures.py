@@ -19,10 +19,10 @@ from datamodules.image_io import (
     Mode,
     Scaling,
     center_crop,
+    check_same_size,
     list_images,
     read_image,
     resize_short_side,
-    stack_checked,
     to_unit_range,
 )
 
@@ -174,7 +174,7 @@ class TextureDataModule(LightningDataModule):
         self.files = files
         self.images = [to_unit_range(x, scaling) for x in loaded]
         if crop_size is None:
-            stack_checked(self.images, [f.name for f in files])
+            check_same_size(self.images, [f.name for f in files])
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:

@@ -103,3 +103,11 @@ def test_predict_loader_gives_indices():
 def test_bad_counts_are_named():
     with pytest.raises(ValueError, match="batch_size"):
         TextureDataModule("brick", batch_size=0)
+
+
+def test_whole_images_of_different_sizes_are_named(tmp_path):
+    Image.fromarray(stripes(24)).save(tmp_path / "a.png")
+    Image.fromarray(stripes(32)).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png is \(32, 32\) but a\.png is \(24, 24\)"):
+        TextureDataModule(str(tmp_path), image_size=None)
+    assert TextureDataModule(str(tmp_path), image_size=20).sample_shape == (1, 20, 20)
