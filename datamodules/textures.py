@@ -72,14 +72,13 @@ class TextureCrops(IterableDataset):
     """Random ``crop_size`` crops (or the whole images) of a few texture images, ``length`` samples per epoch.
 
     The crop positions come from a generator seeded by the run seed, the rank and the epoch, so each DDP rank
-    draws its own crops and a run resumed at an epoch boundary draws exactly the crops the uninterrupted run
-    would have drawn.
+    draws its own crops and a resumed run draws exactly the crops the uninterrupted run would have drawn.
 
     Args:
         images: ``(C, H, W)`` images in [-1, 1]; of one size when ``crop_size`` is ``None``.
         crop_size: side of the square crops; ``None`` yields the whole images in turn.
         length: samples per epoch (per rank).
-        epoch_and_rank: returns the current ``(epoch, global_rank)``.
+        seed_epoch_rank: returns the run seed, the current epoch and the global rank.
     """
 
     def __init__(
@@ -87,21 +86,17 @@ class TextureCrops(IterableDataset):
         images: Sequence[Tensor],
         crop_size: int | None,
         length: int,
-        epoch_and_rank: Callable[[], tuple[int, int]],
+        seed_epoch_rank: Callable[[], tuple[int, int, int]],
     ) -> None:
-        self.images, self.crop_size, self.length, self.epoch_and_rank = (
-            images,
-            crop_size,
-            length,
-            epoch_and_rank,
-        )
+        self.images, self.crop_size, self.length = images, crop_size, length
+        self.seed_epoch_rank = seed_epoch_rank
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[Tensor]:
-        epoch, rank = self.epoch_and_rank()
-        g = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + rank * 7_919 + epoch * 104_729) % 2**63)
+        seed, epoch, rank = self.seed_epoch_rank()
+        g = torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + epoch * 104_729) % 2**63)
         for k in range(self.length):
             image = self.images[k % len(self.images)]
             if self.crop_size is None:
@@ -173,6 +168,7 @@ class TextureDataModule(LightningDataModule):
             loaded = [center_crop(x, min(x.shape[-2:])) for x in loaded]
         self.files = files
         self.images = [to_unit_range(x, scaling) for x in loaded]
+        self._seed: int | None = None
         if crop_size is None:
             check_same_size(self.images, [f.name for f in files])
 
@@ -184,15 +180,25 @@ class TextureDataModule(LightningDataModule):
             return (c, self.hparams.crop_size, self.hparams.crop_size)
         return (c, *self.images[0].shape[-2:])
 
-    def _epoch_and_rank(self) -> tuple[int, int]:
+    def _seed_epoch_rank(self) -> tuple[int, int, int]:
+        if self._seed is None:
+            self._seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
         if self.trainer is None:
-            return 0, 0
-        return self.trainer.current_epoch, self.trainer.global_rank
+            return self._seed, 0, 0
+        return self._seed, self.trainer.current_epoch, self.trainer.global_rank
+
+    def state_dict(self) -> dict[str, int]:
+        """The crop seed, so that a resumed run draws the crops of the uninterrupted one."""
+        return {} if self._seed is None else {"seed": self._seed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Take the crop seed of the checkpointed run."""
+        self._seed = state_dict.get("seed", self._seed)
 
     def train_dataloader(self) -> DataLoader:
         """Random crops (or the whole images), ``batch_size × batches_per_epoch`` per epoch."""
         hp = self.hparams
-        dataset = TextureCrops(self.images, hp.crop_size, hp.batch_size * hp.batches_per_epoch, self._epoch_and_rank)
+        dataset = TextureCrops(self.images, hp.crop_size, hp.batch_size * hp.batches_per_epoch, self._seed_epoch_rank)
         return DataLoader(dataset, batch_size=hp.batch_size)
 
     def _eval_images(self) -> Tensor:

@@ -2,9 +2,19 @@
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV
+
+# Lightning warnings that say nothing about a run of this CLI: a deprecation inside Lightning itself, and two that
+# one-batch epochs (a single texture) trigger although logging and data loading are right.
+for _message in (
+    r".*isinstance\(treespec, LeafSpec\)",
+    r"Your `IterableDataset` has `__len__` defined",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 def cli_main(args: Any = None) -> EBMCLI:

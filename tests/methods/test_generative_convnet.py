@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from callbacks import RunCheckpoint
 from datamodules import TextureDataModule
 from lightning_ebm.methods import DivergenceError, GenerativeConvNet
 from tests.conftest import tiny_model
@@ -126,26 +127,26 @@ def test_load_from_checkpoint_alone(tmp_path):
 
 
 def test_resumed_run_continues_exactly(tmp_path):
-    """4 steps in one go equal 2 steps, a checkpoint, and 2 more (chains, noise, weights, crops)."""
+    """5 steps in one go equal a run resumed from its periodic step-2 checkpoint: chains, noise, weights and crops,
+    even when the resuming process's global RNG is seeded differently."""
 
     def dm():
         return TextureDataModule("brick", image_size=24, crop_size=16, batch_size=2)
 
     torch.manual_seed(0)
     straight = make_model()
-    trainer(tmp_path / "a", 4).fit(straight, dm())
+    trainer(tmp_path / "a", 5).fit(straight, dm())
 
     torch.manual_seed(0)
-    first = make_model()
-    t = trainer(tmp_path / "b", 2)
-    t.fit(first, dm())
-    t.save_checkpoint(tmp_path / "half.ckpt")
-    torch.manual_seed(123)  # a resumed process does not share the first one's global RNG state
+    periodic = RunCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    trainer(tmp_path / "b", 5, callbacks=[periodic]).fit(make_model(), dm())
+    (step2,) = (tmp_path / "ckpt").glob("*step=2.ckpt")
+
+    torch.manual_seed(123)
     resumed = make_model()
-    torch.manual_seed(0)
-    trainer(tmp_path / "c", 4).fit(resumed, dm(), ckpt_path=tmp_path / "half.ckpt")
+    trainer(tmp_path / "c", 5).fit(resumed, dm(), ckpt_path=step2)
 
-    assert resumed.global_step == 4
+    assert resumed.global_step == 5
     assert torch.equal(resumed.chains.get(), straight.chains.get())
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
