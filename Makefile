@@ -3,13 +3,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch goes in first, so that the project's loose `torch>=2.4` never pulls a 5 GB CUDA build onto a CPU machine:
-# the CPU build (torch==2.13.0) where no NVIDIA driver is found, PyPI's default (CUDA) build where one is.
-# A torch that the venv already sees is kept: make install VENV_FLAGS=--system-site-packages reuses your own.
-# Elsewhere without CUDA: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
-TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
+# torch goes in first, so that the project's loose `torch>=2.6` never pulls a 5 GB CUDA build onto a CPU machine.
+# Where an NVIDIA driver is found, the venv sees the Python's own packages, so a torch you installed is kept (else
+# PyPI's default CUDA build is installed); elsewhere the CPU build, torch==2.13.0, goes in. A torch that the venv
+# already sees is never replaced. Without CUDA and without that wheel at hand:
+#   make install TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
+GPU := $(shell command -v nvidia-smi 2>/dev/null)
+TORCH ?= $(if $(GPU),torch,torch==2.13.0)
 TORCH_INDEX ?=
-VENV_FLAGS ?=
+VENV_FLAGS ?= $(if $(GPU),--system-site-packages)
 
 .PHONY: help install train test lint format bench clean
 
