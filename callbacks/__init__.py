@@ -4,6 +4,7 @@ write under the run directory and hand images to whatever logger is attached (wa
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.energy_monitor import EnergyMonitor
 from callbacks.sample_grid import SampleGrid
+from callbacks.sample_quality import SampleQuality
 from callbacks.sample_writer import SampleWriter
 
-__all__ = ["EnergyMonitor", "RunCheckpoint", "SampleGrid", "SampleWriter"]
+__all__ = ["EnergyMonitor", "RunCheckpoint", "SampleGrid", "SampleQuality", "SampleWriter"]

@@ -21,6 +21,7 @@ from datamodules.image_io import (
     center_crop,
     check_same_size,
     list_images,
+    random_crop,
     read_image,
     resize_short_side,
     to_unit_range,
@@ -29,15 +30,19 @@ from datamodules.image_io import (
 TEXTURE_NAMES = ("brick", "grass", "gravel")
 
 
-def shipped_images() -> dict[str, Path]:
-    """The images that the installed scikit-image ships, by name (file stem): ``{"brick": Path, ...}``.
-
-    Read from the package's data folder, so no download and no import of scikit-image itself.
-    """
+def skimage_data_dir() -> Path | None:
+    """The data folder of the installed scikit-image (found without importing it), or ``None``."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def shipped_images() -> dict[str, Path]:
+    """The images that the installed scikit-image ships, by name (file stem): ``{"brick": Path, ...}``."""
+    folder = skimage_data_dir()
+    if folder is None:
         return {}
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
@@ -102,10 +107,7 @@ class TextureCrops(IterableDataset):
             if self.crop_size is None:
                 yield image
                 continue
-            h, w = image.shape[-2:]
-            top = int(torch.randint(h - self.crop_size + 1, (1,), generator=g))
-            left = int(torch.randint(w - self.crop_size + 1, (1,), generator=g))
-            yield image[:, top : top + self.crop_size, left : left + self.crop_size]
+            yield random_crop(image, self.crop_size, g)
 
 
 class TextureDataModule(LightningDataModule):
@@ -122,9 +124,11 @@ class TextureDataModule(LightningDataModule):
         mode: ``"L"`` (grayscale, 1 channel) or ``"RGB"`` (3 channels).
         scaling: ``"linear"`` maps pixel values [0, 255] to [-1, 1]; ``"minmax"`` maps each image's own range to
             [-1, 1] (the CoopNets/ABP codes).
+        holdout: the bottom fraction of every image is held out (crop mode only): training crops come from above it,
+            the ``n_val`` validation and test crops from inside it. ``0`` validates on the training images.
+        n_val: held-out crops (with ``holdout``), drawn once with a fixed seed.
         batch_size: observed images per training step (per process).
-        batches_per_epoch: training steps per epoch; with the default 1, every epoch is one step, so checkpoints
-            fall on epoch boundaries and resumed runs continue exactly.
+        batches_per_epoch: training steps per epoch; with the default 1, every epoch is one step.
         n_predict: number of samples ``predict`` draws (in batches of at most 64).
     """
 
@@ -136,6 +140,8 @@ class TextureDataModule(LightningDataModule):
         crop_size: int | None = None,
         mode: Mode = "L",
         scaling: Scaling = "linear",
+        holdout: float = 0.0,
+        n_val: int = 16,
         batch_size: int = 1,
         batches_per_epoch: int = 1,
         n_predict: int = 16,
@@ -146,6 +152,7 @@ class TextureDataModule(LightningDataModule):
             ("batch_size", batch_size),
             ("batches_per_epoch", batches_per_epoch),
             ("n_predict", n_predict),
+            ("n_val", n_val),
         ):
             if value < 1:
                 raise ValueError(f"TextureDataModule needs {name} >= 1, got {value}")
@@ -168,9 +175,31 @@ class TextureDataModule(LightningDataModule):
             loaded = [center_crop(x, min(x.shape[-2:])) for x in loaded]
         self.files = files
         self.images = [to_unit_range(x, scaling) for x in loaded]
+        self.held_out: list[Tensor] = []
         self._seed: int | None = None
         if crop_size is None:
             check_same_size(self.images, [f.name for f in files])
+        if holdout:
+            self._hold_out(holdout, crop_size)
+
+    def _hold_out(self, holdout: float, crop_size: int | None) -> None:
+        """Cut the bottom ``holdout`` of every image off the training images into ``held_out``."""
+        if crop_size is None or not 0 < holdout < 1:
+            raise ValueError(
+                f"holdout needs crop_size and a fraction in (0, 1); got holdout={holdout}, crop_size={crop_size}"
+            )
+        train, held = [], []
+        for f, x in zip(self.files, self.images):
+            cut = round(x.shape[-2] * (1 - holdout))
+            if min(cut, x.shape[-2] - cut, x.shape[-1]) < crop_size:
+                raise ValueError(
+                    f"holdout={holdout} splits {f.name} ({x.shape[-2]}x{x.shape[-1]}) into {cut} and "
+                    f"{x.shape[-2] - cut} rows, and crops of {crop_size} must fit in both: lower crop_size or raise "
+                    "image_size"
+                )
+            train.append(x[:, :cut])
+            held.append(x[:, cut:])
+        self.images, self.held_out = train, held
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -202,12 +231,18 @@ class TextureDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=hp.batch_size)
 
     def _eval_images(self) -> Tensor:
-        if self.hparams.crop_size is None:
+        size = self.hparams.crop_size
+        if self.held_out:
+            g = torch.Generator().manual_seed(0)
+            return torch.stack(
+                [random_crop(self.held_out[k % len(self.held_out)], size, g) for k in range(self.hparams.n_val)]
+            )
+        if size is None:
             return torch.stack(self.images)
-        return torch.stack([center_crop(x, self.hparams.crop_size) for x in self.images])
+        return torch.stack([center_crop(x, size) for x in self.images])
 
     def val_dataloader(self) -> DataLoader:
-        """The observed images (centre crops in crop mode), one batch."""
+        """The held-out crops, or else the observed images (centre crops in crop mode), in one batch."""
         images = self._eval_images()
         return DataLoader(images, batch_size=len(images))
 

@@ -19,3 +19,16 @@ class RankProbe(Callback):
             },
             Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.pt",
         )
+
+
+class IndexProbe(Callback):
+    """Write ``indices_rank<r>.pt``: the dataset indices this rank trained on."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        self.seen += batch["index"].tolist()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        torch.save(torch.tensor(self.seen), Path(trainer.default_root_dir) / f"indices_rank{trainer.global_rank}.pt")

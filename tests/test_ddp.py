@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,30 +13,20 @@ from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_dirs
 DDP = str(ROOT / "conf" / "trainer" / "ddp.yaml")
 
 
-@pytest.mark.slow
-def test_two_process_fit_keeps_weights_in_sync_and_noise_apart(tmp_path):
+def run_ddp(args: list[str], root: Path) -> None:
+    """``python -m lightning_ebm fit`` on two CPU processes (gloo), as a user launches it."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     env.pop("LIGHTNING_EBM_RUN_DIR", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "lightning_ebm",
-        "fit",
-        "--config",
-        TEXTURE,
-        "--config",
-        DEBUG,
-        "--config",
-        DDP,
-        *TINY,
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-        "--trainer.max_steps=3",
-        "--trainer.callbacks+=tests.probes.RankProbe",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
+    cmd = [sys.executable, "-m", "lightning_ebm", "fit", "--config", DEBUG, "--config", DDP, *args]
+    cmd += ["--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.default_root_dir={root}"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_process_fit_keeps_weights_in_sync_and_noise_apart(tmp_path):
+    args = ["--config", TEXTURE, *TINY, "--trainer.max_steps=3", "--trainer.callbacks+=tests.probes.RankProbe"]
+    run_ddp(args, tmp_path)
     (run,) = run_dirs(tmp_path)  # both ranks wrote into one run directory
     probes = [torch.load(run / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert probes[0]["world_size"] == 2
@@ -49,3 +40,34 @@ def test_two_process_fit_keeps_weights_in_sync_and_noise_apart(tmp_path):
     assert state["world_size"] == 2 and state["bank.chains"].shape == (2, 2, 1, 16, 16)
     for r in (0, 1):  # every rank's chains are in the checkpoint, not only rank zero's
         assert torch.equal(state["bank.chains"][r], probes[r]["chains"])
+
+
+@pytest.mark.slow
+def test_two_process_fit_shards_an_imagenet_tree_across_ranks(tmp_path):
+    from tests.datamodules.test_image_sets import WNIDS, write_variants
+
+    for k, wnid in enumerate(WNIDS):
+        write_variants(tmp_path / "ilsvrc" / "train" / wnid, 10 * k)
+    args = [
+        "--model=GenerativeConvNet",
+        "--model.net=lightning_ebm.nets.ObjectDescriptor",
+        "--model.net.channels=[8]",
+        "--model.net.kernel_sizes=[3]",
+        "--model.net.strides=[2]",
+        "--model.net.n_out=4",
+        "--model.n_chains=2",
+        "--model.langevin_steps=2",
+        "--data=ImageNetDataModule",
+        f"--data.root={tmp_path / 'ilsvrc'}",
+        "--data.image_size=8",
+        "--data.batch_size=2",
+        "--data.num_workers=1",
+        "--trainer.max_steps=-1",
+        "--trainer.max_epochs=1",
+        "--trainer.callbacks+=tests.probes.IndexProbe",
+    ]
+    run_ddp(args, tmp_path / "out")
+    (run,) = run_dirs(tmp_path / "out")
+    seen = [set(torch.load(run / f"indices_rank{r}.pt", weights_only=True).tolist()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 6 and not seen[0] & seen[1]  # a disjoint half each
+    assert seen[0] | seen[1] == set(range(12))

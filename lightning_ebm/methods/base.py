@@ -72,6 +72,16 @@ class EBMModule(LightningModule):
         """
         raise NotImplementedError
 
+    @staticmethod
+    def images(batch: Any) -> Tensor:
+        """The observed images ``(B, *sample_shape)`` of a batch: the batch itself, its ``"image"`` entry (the
+        ``datamodules`` image sets), or its first element (``(x, y)`` pairs)."""
+        if isinstance(batch, Tensor):
+            return batch
+        if isinstance(batch, Mapping):
+            return batch["image"]
+        return batch[0]
+
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""
         n = batch.shape[0] if isinstance(batch, Tensor) else len(batch)

@@ -117,8 +117,9 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
         return self.langevin(start, n_steps=steps, generator=g).clamp(-1, 1)
 
     # -------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """One iteration: revise the chains, then the ML step on ``mean f(x̃) − mean f(x)``."""
+        batch = self.images(batch)
         norms: list[Tensor] = []
         synthesized = self.synthesize(batch, callback=lambda s: norms.append(s["grad"].flatten(1).norm(dim=1).mean()))
         f_data = self.score(batch)
@@ -134,7 +135,8 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
             "grad_norm": grad_norm,
         }
 
-    def _evaluate(self, batch: Tensor, stage: str) -> None:
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        batch = self.images(batch)
         samples = self.sample(batch.shape[0], generator=self.seeded_generator(7))
         f_data = self.score(batch).mean()
         f_sample = self.score(samples).mean()
@@ -149,11 +151,11 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
             sync_dist=True,
         )
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Log f on held-out data and on fresh samples, their gap, and the auto-encoder error."""
         self._evaluate(batch, "val")
 
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         """As :meth:`validation_step`, under ``test/``."""
         self._evaluate(batch, "test")
 

@@ -1,5 +1,7 @@
-"""Sample-quality measures."""
+"""Sample-quality measures: SWD needs no pretrained network; FID and KID take the Inception network or any
+feature extractor."""
 
+from lightning_ebm.metrics.fid import fid, kid
 from lightning_ebm.metrics.swd import laplacian_pyramid, sliced_wasserstein, swd
 
-__all__ = ["laplacian_pyramid", "sliced_wasserstein", "swd"]
+__all__ = ["fid", "kid", "laplacian_pyramid", "sliced_wasserstein", "swd"]

@@ -63,3 +63,35 @@ def test_grid_and_uint8_conversion():
     assert u.dtype == torch.uint8 and u.flatten()[:4].tolist() == [0, 128, 255, 255]
     grid = make_grid(u, nrow=2, padding=1)
     assert grid.shape == (1, 2 * 3 + 1, 2 * 3 + 1)
+
+
+def test_sample_quality_logs_swd_fid_kid_against_held_out_data(tmp_path):
+    from functools import partial
+
+    from torch import nn
+
+    from callbacks import SampleQuality
+    from datamodules import DigitsDataModule
+    from lightning_ebm.nets import ObjectDescriptor
+
+    features = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    net = partial(ObjectDescriptor, channels=(8,), kernel_sizes=(3,), strides=(2,), n_out=4)
+    model = GenerativeConvNet(net=net, sample_shape=(1, 8, 8), n_chains=4, langevin_steps=2)
+    quality = SampleQuality(n_samples=32, metrics=["swd", "fid", "kid"], feature=features)
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[quality],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DigitsDataModule(batch_size=16))
+    metrics = trainer.callback_metrics
+    assert all(torch.isfinite(metrics[f"val/{k}"]) for k in ("swd", "fid", "kid"))
+    assert quality._real.shape == (32, 1, 8, 8)
+    with pytest.raises(ValueError, match="metrics among swd, fid, kid"):
+        SampleQuality(metrics=["is"])

@@ -1,0 +1,78 @@
+"""What the image DataModules share: the loaders, the sample shape and the predict indices."""
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.image_io import Mode
+from datamodules.loading import ImageLoader
+
+
+def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """A fixed random split of ``range(n)`` into (kept, held out), the same on every run and rank, each sorted."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(0).permutation(n)
+    n_val = round(val_fraction * n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+class ImageDataModule(LightningDataModule):
+    """Base of the DataModules whose items are ``{"image", "label", "index"}`` dicts (see ``datamodules.loading``).
+
+    Subclasses set ``self.train_set`` and ``self.val_set`` (``None`` when there is no held-out split) in
+    ``__init__``, so that a wrong root or name fails before any training. ``test`` uses the held-out split too.
+
+    Args:
+        image_size: side of the square samples.
+        mode: ``"L"`` (1 channel) or ``"RGB"`` (3 channels).
+        batch_size: images per step and process.
+        num_workers: DataLoader worker processes (decoding happens there).
+        n_predict: samples that ``predict`` draws.
+    """
+
+    train_set: Dataset
+    val_set: Dataset | None
+
+    def __init__(self, *, image_size: int, mode: Mode, batch_size: int, num_workers: int, n_predict: int) -> None:
+        super().__init__()
+        for name, value in (("image_size", image_size), ("batch_size", batch_size), ("n_predict", n_predict)):
+            if value < 1:
+                raise ValueError(f"{type(self).__name__} needs {name} >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"{type(self).__name__} needs num_workers >= 0, got {num_workers}")
+        self.image_size, self.mode = image_size, mode
+        self.batch_size, self.num_workers, self.n_predict = batch_size, num_workers, n_predict
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one sample."""
+        return (1 if self.mode == "L" else 3, self.image_size, self.image_size)
+
+    def _loader(self, dataset: Dataset, train: bool) -> ImageLoader:
+        return ImageLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> ImageLoader:
+        """Shuffled training batches (sharded across DDP ranks by Lightning's DistributedSampler)."""
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> ImageLoader | list:
+        """The held-out split, or nothing (validation is then skipped)."""
+        return [] if self.val_set is None else self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> ImageLoader | list:
+        """As :meth:`val_dataloader`."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Indices ``0 … n_predict − 1``; the model draws one sample per index."""
+        return DataLoader(torch.arange(self.n_predict), batch_size=min(self.n_predict, 64))

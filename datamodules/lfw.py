@@ -1,0 +1,46 @@
+"""The 200 faces of 25×25 pixels that scikit-image ships (``lfw_subset``): CPU-scale faces with no download."""
+
+import numpy as np
+import torch
+
+from datamodules.base import ImageDataModule, split_indices
+from datamodules.image_io import Scaling
+from datamodules.loading import ArrayImages, ImageTransform
+from datamodules.textures import skimage_data_dir
+
+
+class LFWDataModule(ImageDataModule):
+    """The Labeled Faces in the Wild subset of scikit-image (grayscale, 25×25), with a fixed held-out fraction.
+
+    Args:
+        image_size: side of the samples (25 is native; other sizes are resized bicubically).
+        scaling: ``"linear"`` or ``"minmax"`` (per image, as the ABP code does for faces).
+        val_fraction: share of the faces held out.
+        batch_size: images per step and process.
+        num_workers: DataLoader worker processes.
+        n_predict: samples that ``predict`` draws.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 25,
+        scaling: Scaling = "linear",
+        val_fraction: float = 0.1,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        n_predict: int = 64,
+    ) -> None:
+        super().__init__(
+            image_size=image_size, mode="L", batch_size=batch_size, num_workers=num_workers, n_predict=n_predict
+        )
+        self.save_hyperparameters()
+        folder = skimage_data_dir()
+        path = None if folder is None else folder / "lfw_subset.npy"
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"scikit-image's lfw_subset.npy is not at {path}: pip install scikit-image")
+        faces = torch.from_numpy(np.load(path).astype(np.float32)).unsqueeze(1)
+        train, held = split_indices(len(faces), val_fraction)
+        transform = ImageTransform(image_size, None, "center", "L", scaling)
+        self.train_set = ArrayImages(faces[train], None, transform)
+        self.val_set = ArrayImages(faces[held], None, transform) if held else None

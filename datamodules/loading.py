@@ -1,0 +1,172 @@
+"""Datasets and loaders shared by the image DataModules: lazy files, in-memory arrays, unreadable-file handling.
+
+Every item is a dict ``{"image": (C, S, S) in [-1, 1], "label": int (-1 when unlabelled), "index": int}``; the
+methods read ``batch["image"]`` (see ``EBMModule.images``).
+"""
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from datamodules.image_io import Mode, Scaling, center_crop, random_crop, read_image, to_unit_range
+
+OnCorrupt = Literal["skip", "fail"]
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize the shorter side to ``resize`` (default ``size``), crop a ``size × size`` square, scale to [-1, 1].
+
+    Args:
+        size: side of the output square.
+        resize: shorter side after resizing; ``None`` resizes it to ``size`` (the whole image, centre-cropped).
+        crop: ``"center"`` or ``"random"`` (a random square each time the item is read).
+        mode: ``"L"`` or ``"RGB"``.
+        scaling: ``"linear"`` ([0, 255] to [-1, 1]) or ``"minmax"`` (each image's own range to [-1, 1], as the
+            CoopNets and ABP codes do).
+    """
+
+    size: int
+    resize: int | None = None
+    crop: Literal["center", "random"] = "center"
+    mode: Mode = "RGB"
+    scaling: Scaling = "linear"
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or (self.resize is not None and self.resize < self.size):
+            raise ValueError(
+                f"the image size must be >= 1 and the resize (shorter side before cropping) at least the image size; "
+                f"got image_size={self.size}, resize={self.resize}"
+            )
+
+    @property
+    def short_side(self) -> int:
+        """The shorter side after resizing."""
+        return self.size if self.resize is None else self.resize
+
+    def read(self, path: Path) -> Tensor:
+        """Decode, resize, crop and scale one file: ``(C, size, size)``."""
+        return self(read_image(path, self.mode, short_side=self.short_side))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Crop and scale a ``(C, H, W)`` image in [0, 1] whose shorter side is already ``short_side``."""
+        x = random_crop(x, self.size) if self.crop == "random" else center_crop(x, self.size)
+        return to_unit_range(x, self.scaling)
+
+
+class ImageFiles(Dataset):
+    """Image files decoded lazily, one per item (in the DataLoader's workers), never all held in memory.
+
+    The paths are kept in a numpy byte array, relative to ``root``: with 1.28 M ImageNet files that is a few tens of
+    MB, shared copy-on-write by forked workers (a Python list of strings is copied page by page as workers touch the
+    reference counts).
+
+    Args:
+        root: the folder the paths are relative to.
+        files: relative paths.
+        labels: class index of each file (``-1`` for none).
+        transform: what becomes of each decoded image.
+        on_corrupt: an unreadable file is skipped (``"skip"``: the loader drops it, counts it and warns at the end of
+            the epoch) or stops the run with its name (``"fail"``).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        files: Sequence[str],
+        labels: Sequence[int] | None,
+        transform: ImageTransform,
+        on_corrupt: OnCorrupt = "skip",
+    ) -> None:
+        self.root = Path(root)
+        self.files = np.array([f.encode() for f in files], dtype=np.bytes_)
+        self.labels = np.full(len(files), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        self.transform, self.on_corrupt = transform, on_corrupt
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        """The file of item ``index``."""
+        return self.root / self.files[index].decode()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.path(index)
+        try:
+            image = self.transform.read(path)
+        except (OSError, ValueError) as err:
+            if self.on_corrupt == "fail":
+                raise ValueError(f"{err} (set on_corrupt='skip' to skip unreadable files instead)") from err
+            return {"skipped": str(path)}
+        return {"image": image, "label": int(self.labels[index]), "index": index}
+
+
+class ArrayImages(Dataset):
+    """Images held in memory, ``(N, C, H, W)`` uint8 (0..255) or float (0..1), resized and scaled per item.
+
+    Args:
+        images: the images.
+        labels: class index of each image (``-1`` for none).
+        transform: the output size, crop and scaling (``mode`` is the array's own).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor | None, transform: ImageTransform) -> None:
+        self.images = images
+        self.labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels.long()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x = self.images[index]
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        short = self.transform.short_side
+        if min(x.shape[-2:]) != short:
+            h, w = x.shape[-2:]
+            size = (round(h * short / min(h, w)), round(w * short / min(h, w)))
+            x = F.interpolate(x[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+        return {"image": self.transform(x), "label": int(self.labels[index]), "index": index}
+
+
+def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate dict items, setting aside the files that could not be read under ``"skipped"``."""
+    kept = [item for item in items if "skipped" not in item]
+    batch = default_collate(kept) if kept else {}
+    batch["skipped"] = [item["skipped"] for item in items if "skipped" in item]
+    return batch
+
+
+class ImageLoader(DataLoader):
+    """A DataLoader of :func:`collate_images` batches that drops unreadable files and reports them.
+
+    At the end of each pass it warns with the number of files skipped and the first of their names; a batch whose
+    files were all unreadable is left out. Nothing stops mid-epoch because of one bad file.
+    """
+
+    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:
+        kwargs.setdefault("collate_fn", collate_images)
+        super().__init__(dataset, **kwargs)
+        self.skipped: list[str] = []
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.skipped = []
+        for batch in super().__iter__():
+            self.skipped += batch.pop("skipped", [])
+            if "image" in batch:
+                yield batch
+        if self.skipped:
+            shown = ", ".join(self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image file(s) in this pass over the data: {shown}. "
+                "Remove or replace them, or set on_corrupt='fail' to stop at the first one.",
+                stacklevel=2,
+            )
