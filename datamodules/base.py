@@ -6,7 +6,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import Mode
-from datamodules.loading import ImageLoader
+from datamodules.loading import ArrayImages, ImageLoader, ImageTransform
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -16,6 +16,17 @@ def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
     order = np.random.default_rng(0).permutation(n)
     n_val = round(val_fraction * n)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def split_arrays(
+    images: torch.Tensor, labels: torch.Tensor | None, val_fraction: float, transform: ImageTransform
+) -> tuple[ArrayImages, ArrayImages | None]:
+    """In-memory training and held-out sets (``None`` when nothing is held out), split by :func:`split_indices`."""
+    train, held = split_indices(len(images), val_fraction)
+    pick = lambda idx: None if labels is None else labels[idx]  # noqa: E731
+    return ArrayImages(images[train], pick(train), transform), ArrayImages(
+        images[held], pick(held), transform
+    ) if held else None
 
 
 class ImageDataModule(LightningDataModule):

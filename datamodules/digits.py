@@ -4,9 +4,9 @@ from collections.abc import Sequence
 
 import torch
 
-from datamodules.base import ImageDataModule, split_indices
+from datamodules.base import ImageDataModule, split_arrays
 from datamodules.image_io import Scaling
-from datamodules.loading import ArrayImages, ImageTransform
+from datamodules.loading import ImageTransform
 
 
 class DigitsDataModule(ImageDataModule):
@@ -48,7 +48,5 @@ class DigitsDataModule(ImageDataModule):
                 raise ValueError(f"digits must be in 0..9, got {unknown}")
             keep = torch.isin(labels, torch.tensor(list(digits)))
             images, labels = images[keep], labels[keep]
-        train, held = split_indices(len(images), val_fraction)
         transform = ImageTransform(image_size, None, "center", "L", scaling)
-        self.train_set = ArrayImages(images[train], labels[train], transform)
-        self.val_set = ArrayImages(images[held], labels[held], transform) if held else None
+        self.train_set, self.val_set = split_arrays(images, labels, val_fraction, transform)

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from datamodules.base import ImageDataModule, split_indices
+from datamodules.base import ImageDataModule, split_arrays
 from datamodules.image_io import Scaling
-from datamodules.loading import ArrayImages, ImageTransform
+from datamodules.loading import ImageTransform
 from datamodules.textures import skimage_data_dir
 
 
@@ -40,7 +40,5 @@ class LFWDataModule(ImageDataModule):
         if path is None or not path.is_file():
             raise FileNotFoundError(f"scikit-image's lfw_subset.npy is not at {path}: pip install scikit-image")
         faces = torch.from_numpy(np.load(path).astype(np.float32)).unsqueeze(1)
-        train, held = split_indices(len(faces), val_fraction)
         transform = ImageTransform(image_size, None, "center", "L", scaling)
-        self.train_set = ArrayImages(faces[train], None, transform)
-        self.val_set = ArrayImages(faces[held], None, transform) if held else None
+        self.train_set, self.val_set = split_arrays(faces, None, val_fraction, transform)
