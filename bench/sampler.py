@@ -61,7 +61,7 @@ def contenders(model: GenerativeConvNet, x0: torch.Tensor, device: str):
     return {
         "plain loop": lambda n: plain_langevin(f, x0, n, gen()),
         "langevin()": lambda n: langevin(lambda x: f(x), x0, n_steps=n, step_size=DELTA, sigma=SIGMA, generator=gen()),
-        "mixin (frozen)": lambda n: model.langevin(x0, n_steps=n, generator=gen()),
+        "mixin (frozen)": lambda n: model.langevin(x0, n_steps=n, rng=gen()),
     }
 
 

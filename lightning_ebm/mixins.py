@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lightning_ebm.samplers.langevin import langevin
@@ -34,7 +35,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
 class LangevinMixin:
     """Langevin sampling of the host's descriptor, ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` (Xie et al., ICML 2016).
 
-    The host provides ``score(x): (B, *S) -> (B,)`` (its ``f``), ``generator`` (the rank's noise) and
+    The host provides ``score(x): (B, *S) -> (B,)`` (its ``f``), ``rng`` (the rank's noise) and
     ``check_finite`` (from :class:`~lightning_ebm.methods.base.EBMModule`).
 
     Args:
@@ -72,7 +73,7 @@ class LangevinMixin:
         *,
         f: Callable[[Tensor], Tensor] | None = None,
         n_steps: int | None = None,
-        generator: Any = None,
+        rng: torch.Generator | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> Tensor:
         """Revise ``x0`` ``(B, *S)`` by Langevin dynamics of ``f`` (default: the host's ``score``).
@@ -90,7 +91,7 @@ class LangevinMixin:
                 sigma=hp.langevin_sigma,
                 noise=hp.langevin_noise,
                 clip=None if hp.langevin_clip is None else tuple(hp.langevin_clip),
-                generator=self.generator if generator is None else generator,
+                generator=self.rng if rng is None else rng,
                 callback=callback,
             )
         self.check_finite(x, "the Langevin chains")

@@ -14,7 +14,7 @@ class RankProbe(Callback):
             {
                 "params": [p.detach().cpu() for p in pl_module.parameters()],
                 "chains": pl_module.chains.get().cpu(),
-                "generator": pl_module.generator.get_state(),
+                "generator": pl_module.rng.get_state(),
                 "world_size": trainer.world_size,
             },
             Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.pt",

@@ -29,8 +29,8 @@ class EBMModule(LightningModule):
       metrics and ``predict``;
     - optimiser injection (``optimizer`` and ``lr_scheduler`` are callables taking the parameters / the optimiser,
       the way LightningCLI injects them); schedulers step every training iteration;
-    - ``generator``: this rank's noise generator, seeded from the run seed and the global rank (each DDP rank
-      draws its own noise) and saved in checkpoints;
+    - ``rng``: this rank's noise generator (a ``torch.Generator``), seeded from the run seed and the global rank
+      (each DDP rank draws its own noise) and saved in checkpoints;
     - persistent state (:class:`~lightning_ebm.samplers.banks.Bank` attributes) saved for every rank and given
       back to each rank on resume;
     - a divergence guard: NaN or infinite chains, losses or gradients stop training with a
@@ -58,16 +58,16 @@ class EBMModule(LightningModule):
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        self._generator: torch.Generator | None = None
-        self._saved_generator_state: Tensor | None = None
+        self._rng: torch.Generator | None = None
+        self._saved_rng_state: Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------- contract
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` samples ``(n, *sample_shape)`` in ``[-1, 1]``, detached, on the module's device.
 
         Args:
             n: number of samples.
-            generator: noise generator; ``None`` uses :meth:`seeded_generator`, so drawing samples never changes the
+            rng: noise generator; ``None`` uses :meth:`seeded_rng`, so drawing samples never changes the
                 training chains' noise.
         """
         raise NotImplementedError
@@ -85,7 +85,7 @@ class EBMModule(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""
         n = batch.shape[0] if isinstance(batch, Tensor) else len(batch)
-        return self.sample(n, generator=self.seeded_generator(10_000 + batch_idx))
+        return self.sample(n, rng=self.seeded_rng(10_000 + batch_idx))
 
     def setup(self, stage: str) -> None:
         """Flush denormal floats to zero on the CPU: small initial weights push the descriptor's activations into
@@ -111,12 +111,12 @@ class EBMModule(LightningModule):
         return (torch.initial_seed() * 1_000_003 + self.global_rank * 7_919 + salt * 104_729) % (2**63 - 1)
 
     @property
-    def generator(self) -> torch.Generator:
+    def rng(self) -> torch.Generator:
         """This rank's noise generator on the module's device (restored from the checkpoint when resuming)."""
-        g = self._generator
+        g = self._rng
         if g is None or g.device != self.device:
             g = torch.Generator(device=self.device)
-            state = self._saved_generator_state
+            state = self._saved_rng_state
             if state is not None and state.numel() == g.get_state().numel():
                 g.set_state(state.cpu())
             else:
@@ -127,11 +127,11 @@ class EBMModule(LightningModule):
                         stacklevel=2,
                     )
                 g.manual_seed(self._rank_seed(0))
-            self._saved_generator_state = None
-            self._generator = g
+            self._saved_rng_state = None
+            self._rng = g
         return g
 
-    def seeded_generator(self, salt: int = 0) -> torch.Generator:
+    def seeded_rng(self, salt: int = 0) -> torch.Generator:
         """A fresh generator seeded from the run seed, the rank, the global step and ``salt``."""
         g = torch.Generator(device=self.device)
         g.manual_seed(self._rank_seed(1 + salt + 1_000 * self.global_step))
@@ -180,7 +180,7 @@ class EBMModule(LightningModule):
             value = bank.rank_state()
             if value is not None:
                 state[f"bank.{name}"] = self._gather(value)
-        state["generator"] = self._gather(self.generator.get_state())
+        state["rng"] = self._gather(self.rng.get_state())
         checkpoint["ebm_state"] = state
         hparams = checkpoint.get("hyper_parameters")
         if hparams is not None and "_instantiator" not in hparams:
@@ -195,10 +195,10 @@ class EBMModule(LightningModule):
         for name, bank in self._banks().items():
             if f"bank.{name}" in state:
                 bank.restore(state[f"bank.{name}"], rank, world)
-        generators = state.get("generator")
-        if generators is not None and rank < generators.shape[0]:
-            self._saved_generator_state = generators[rank]
-            self._generator = None
+        states = state.get("rng")
+        if states is not None and rank < states.shape[0]:
+            self._saved_rng_state = states[rank]
+            self._rng = None
 
 
 def _import_path(obj: Any) -> str:

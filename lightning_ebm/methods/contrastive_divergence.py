@@ -51,10 +51,10 @@ class ContrastiveDivergence(GenerativeConvNet):
             return super().synthesize(batch, callback)
         return self.langevin(batch, callback=callback)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
         """``n`` samples from the persistent chains, the last observed batch, or ``chain_init`` (in that order)."""
         if self.hparams.persistent or self._last_batch is None:
-            return super().sample(n, generator=generator)
-        g = self.seeded_generator() if generator is None else generator
+            return super().sample(n, rng=rng)
+        g = self.seeded_rng() if rng is None else rng
         start = _cycle(self._last_batch.to(self.device), n)
-        return self.langevin(start, n_steps=self.hparams.sample_steps, generator=g).clamp(-1, 1)
+        return self.langevin(start, n_steps=self.hparams.sample_steps, rng=g).clamp(-1, 1)

@@ -97,24 +97,24 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
     def synthesize(self, batch: Tensor, callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
         """Revise the persistent chains by ``langevin_steps`` steps and store them: ``(n_chains, *sample_shape)``."""
         if not self.chains.initialized:
-            self.chains.set(self.initial_chains(self.chains.n_chains, self.generator))
+            self.chains.set(self.initial_chains(self.chains.n_chains, self.rng))
         x = self.langevin(self.chains.get(self.device), callback=callback)
         self.chains.set(x)
         return x
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
         """``n`` samples: the persistent chains (cycled to ``n``) run ``sample_steps`` more steps, in [-1, 1].
 
         The stored chains are not changed. Before the first training step the chains start from ``chain_init``.
         """
-        g = self.seeded_generator() if generator is None else generator
+        g = self.seeded_rng() if rng is None else rng
         if self.chains.initialized:
             start = self.chains.get(self.device)
             start = start[torch.arange(n, device=start.device) % start.shape[0]]
         else:
             start = self.initial_chains(n, g)
         steps = self.hparams.sample_steps
-        return self.langevin(start, n_steps=steps, generator=g).clamp(-1, 1)
+        return self.langevin(start, n_steps=steps, rng=g).clamp(-1, 1)
 
     # -------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
@@ -137,7 +137,7 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         batch = self.images(batch)
-        samples = self.sample(batch.shape[0], generator=self.seeded_generator(7))
+        samples = self.sample(batch.shape[0], rng=self.seeded_rng(7))
         f_data = self.score(batch).mean()
         f_sample = self.score(samples).mean()
         recon = (self.reconstruct(batch) - batch).pow(2).mean()
