@@ -1,5 +1,8 @@
 """Checkpointing that never loses the final state."""
 
+import warnings
+from typing import Any
+
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -10,7 +13,19 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` at train end only if no ``last.ckpt`` was written earlier in
     the run, so the steps after the last periodic save would be lost; this one saves them. The CLI always adds it
     (options under ``checkpoint.*``) and points it at ``<run dir>/checkpoints``.
+
+    With manual optimisation (CoopNets) Lightning warns at every periodic save that the checkpoint holds the state
+    after the optimiser steps; that is the state this framework saves on purpose (the iteration is complete and
+    ``global_step`` counts it), so the warning is not shown.
     """
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Lightning's periodic save, without the manual-optimisation warning."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save the final state if it is newer than the last saved one."""

@@ -30,6 +30,23 @@ def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2, pad_val
     return grid
 
 
+def stage_grid(stages: dict[str, Tensor], nrow: int | None = None, gap: int = 6) -> Tensor:
+    """One uint8 picture of sample stages ``{name: (B, C, h, w)}`` in [-1, 1], one grid per stage, left to right.
+
+    Smaller stages (a coarse grid of a multi-grid chain) are enlarged by pixel replication to the largest size, so
+    that the same sample sits at the same place in every grid.
+    """
+    size = max((x.shape[-2], x.shape[-1]) for x in stages.values())
+    grids = []
+    for x in stages.values():
+        x = x.detach().float().cpu()
+        if tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="nearest")
+        grids.append(make_grid(to_uint8(x), nrow=nrow))
+    spacer = torch.full((grids[0].shape[0], grids[0].shape[1], gap), 255, dtype=torch.uint8)
+    return torch.cat([part for grid in grids for part in (grid, spacer)][:-1], dim=2)
+
+
 def save_png(image: Tensor, path: str | Path) -> Path:
     """Write a uint8 ``(C, H, W)`` image (C = 1 or 3) as a PNG file, creating its folder."""
     path = Path(path)

@@ -6,13 +6,16 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.images import log_image, make_grid, save_png, to_uint8
+from callbacks.images import log_image, save_png, stage_grid
 
 
 class SampleGrid(Callback):
-    """Every ``every_n_steps`` training steps and at the end of training, draw ``model.sample(n_samples)`` and
-    write it as a PNG grid under ``<run dir>/samples/`` and to the attached logger (wandb, TensorBoard) as
-    ``samples``. Works with every :class:`~lightning_ebm.methods.base.EBMModule`; runs on rank zero.
+    """Every ``every_n_steps`` training steps and at the end of training, draw ``n_samples`` samples and write them as
+    a PNG grid under ``<run dir>/samples/`` and to the attached logger (wandb, TensorBoard) as ``samples``.
+
+    The grid shows every stage of :meth:`~lightning_ebm.methods.base.EBMModule.sample_stages` side by side (a
+    generator's proposals next to their Langevin revisions, the grids of a multi-grid chain), so it works with every
+    method; it runs on rank zero.
 
     Args:
         every_n_steps: training steps between grids.
@@ -33,7 +36,7 @@ class SampleGrid(Callback):
     def write(self, trainer: Trainer, pl_module: LightningModule) -> Path:
         """Draw the samples and write the grid for the current step; returns the PNG's path."""
         step = trainer.global_step
-        grid = make_grid(to_uint8(pl_module.sample(self.n_samples)), nrow=self.nrow)
+        grid = stage_grid(pl_module.sample_stages(self.n_samples), nrow=self.nrow)
         path = save_png(grid, Path(trainer.default_root_dir) / self.folder / f"step_{step:07d}.png")
         log_image(trainer, "samples", grid, step)
         self._last_step = step

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ebm.samplers.langevin import langevin
+from lightning_ebm.samplers.langevin import langevin, posterior_langevin
 
 
 @contextmanager
@@ -96,3 +96,62 @@ class LangevinMixin:
             )
         self.check_finite(x, "the Langevin chains")
         return x
+
+
+class GeneratorMixin:
+    """Langevin inference of the host's generator latents on the posterior ``p(z | x)`` of ``x = g(z) + N(0, s² I)``.
+
+    The inferential back-propagation of alternating back-propagation (Han et al., AAAI 2017) and the optional
+    generator step of CoopNets (Xie et al., AAAI 2018). The host provides ``generate(z)`` (its ``g``), ``rng`` and
+    ``check_finite``.
+
+    Args:
+        generator_steps: Langevin steps on z per iteration (0: no inference, the CoopNets default).
+        generator_step_size: δ of the latent Langevin (0.1 in the CoopNets code, 0.3 in ABP's).
+        generator_sigma: s, the standard deviation of the generator's observation noise (0.3 in every code); the
+            generator learns by regressing onto its targets with weight 1/(2s²).
+        generator_noise: add the noise term; ``False`` is gradient descent on ``−log p(x, z)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator_steps: int = 0,
+        generator_step_size: float = 0.1,
+        generator_sigma: float = 0.3,
+        generator_noise: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if generator_steps < 0 or generator_step_size < 0 or generator_sigma <= 0:
+            raise ValueError(
+                f"latent Langevin needs generator_steps >= 0, generator_step_size >= 0 and generator_sigma > 0; got "
+                f"{generator_steps}, {generator_step_size}, {generator_sigma}"
+            )
+        self.save_hyperparameters("generator_steps", "generator_step_size", "generator_sigma", "generator_noise")
+
+    def infer_latent(
+        self,
+        x: Tensor,
+        z: Tensor,
+        *,
+        mask: Tensor | None = None,
+        n_steps: int | None = None,
+        rng: torch.Generator | None = None,
+    ) -> Tensor:
+        """Revise latents ``z (B, *Z)`` towards the posterior given ``x (B, *S)`` (and a mask of observed pixels)."""
+        hp = self.hparams
+        with frozen(self):
+            z = posterior_langevin(
+                self.generate,
+                x,
+                z,
+                n_steps=hp.generator_steps if n_steps is None else n_steps,
+                step_size=hp.generator_step_size,
+                sigma=hp.generator_sigma,
+                noise=hp.generator_noise,
+                mask=mask,
+                generator=self.rng if rng is None else rng,
+            )
+        self.check_finite(z, "the inferred latent vectors")
+        return z

@@ -13,8 +13,8 @@ class RankProbe(Callback):
         torch.save(
             {
                 "params": [p.detach().cpu() for p in pl_module.parameters()],
-                "chains": pl_module.chains.get().cpu(),
-                "generator": pl_module.rng.get_state(),
+                "chains": pl_module.chains.get().cpu() if hasattr(pl_module, "chains") else None,
+                "rng": pl_module.rng.get_state(),
                 "world_size": trainer.world_size,
             },
             Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.pt",

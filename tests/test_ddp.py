@@ -33,7 +33,7 @@ def test_two_process_fit_keeps_weights_in_sync_and_noise_apart(tmp_path):
     for a, b in zip(probes[0]["params"], probes[1]["params"]):
         assert torch.equal(a, b)  # gradients were all-reduced: sampling with frozen parameters broke nothing
     assert not torch.equal(probes[0]["chains"], probes[1]["chains"])  # each rank drew its own noise
-    assert not torch.equal(probes[0]["generator"], probes[1]["generator"])
+    assert not torch.equal(probes[0]["rng"], probes[1]["rng"])
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     state = ckpt["ebm_state"]
@@ -71,3 +71,17 @@ def test_two_process_fit_shards_an_imagenet_tree_across_ranks(tmp_path):
     seen = [set(torch.load(run / f"indices_rank{r}.pt", weights_only=True).tolist()) for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 6 and not seen[0] & seen[1]  # a disjoint half each
     assert seen[0] | seen[1] == set(range(12))
+
+
+@pytest.mark.slow
+def test_two_process_coopnets_needs_no_unused_parameter_search(tmp_path):
+    """Manual optimisation of two nets under plain `ddp`: one backward pass reaches every parameter."""
+    recipe = str(ROOT / "conf" / "experiments" / "coopnets_digits.yaml")
+    args = ["--config", recipe, "--trainer.max_steps=3", "--model.n_chains=8", "--data.batch_size=8"]
+    run_ddp([*args, "--trainer.callbacks+=tests.probes.RankProbe"], tmp_path)
+    (run,) = run_dirs(tmp_path)
+    probes = [torch.load(run / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for a, b in zip(probes[0]["params"], probes[1]["params"]):
+        assert torch.equal(a, b)
+    assert not torch.equal(probes[0]["rng"], probes[1]["rng"])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

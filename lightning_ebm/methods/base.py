@@ -82,6 +82,23 @@ class EBMModule(LightningModule):
             return batch["image"]
         return batch[0]
 
+    def sample_stages(self, n: int, *, rng: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The samples and the stages they pass through, each ``(n, C, h, w)`` in [-1, 1], for sample grids (a
+        generator's proposal and its revision, or the grids of a multi-grid chain); by default just ``sample(n)``."""
+        return {"samples": self.sample(n, rng=rng)}
+
+    def evaluate(self, x: Tensor) -> dict[str, Tensor]:
+        """Scalar measures of the model on held-out images ``x``, logged as ``val/<name>`` and ``test/<name>``."""
+        return {}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Log :meth:`evaluate` of the batch under ``val/``."""
+        self.log_dict({f"val/{k}": v for k, v in self.evaluate(self.images(batch)).items()}, sync_dist=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Log :meth:`evaluate` of the batch under ``test/``."""
+        self.log_dict({f"test/{k}": v for k, v in self.evaluate(self.images(batch)).items()}, sync_dist=True)
+
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""
         n = batch.shape[0] if isinstance(batch, Tensor) else len(batch)

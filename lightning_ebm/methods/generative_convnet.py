@@ -135,29 +135,12 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
             "grad_norm": grad_norm,
         }
 
-    def _evaluate(self, batch: Any, stage: str) -> None:
-        batch = self.images(batch)
-        samples = self.sample(batch.shape[0], rng=self.seeded_rng(7))
-        f_data = self.score(batch).mean()
-        f_sample = self.score(samples).mean()
-        recon = (self.reconstruct(batch) - batch).pow(2).mean()
-        self.log_dict(
-            {
-                f"{stage}/f_data": f_data,
-                f"{stage}/f_sample": f_sample,
-                f"{stage}/energy_gap": f_data - f_sample,
-                f"{stage}/reconstruction_error": recon,
-            },
-            sync_dist=True,
-        )
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Log f on held-out data and on fresh samples, their gap, and the auto-encoder error."""
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """As :meth:`validation_step`, under ``test/``."""
-        self._evaluate(batch, "test")
+    def evaluate(self, x: Tensor) -> dict[str, Tensor]:
+        """f on held-out data and on fresh samples, their gap, and the auto-encoder error ``‖σ²∂f/∂x − x‖²``."""
+        samples = self.sample(x.shape[0], rng=self.seeded_rng(7))
+        f_data, f_sample = self.score(x).mean(), self.score(samples).mean()
+        recon = (self.reconstruct(x) - x).pow(2).mean()
+        return {"f_data": f_data, "f_sample": f_sample, "energy_gap": f_data - f_sample, "reconstruction_error": recon}
 
     # ---------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

@@ -1,5 +1,14 @@
 """Plain ``nn.Module`` nets from the published architectures; no Lightning here."""
 
 from lightning_ebm.nets.descriptors import Descriptor, LeakyReLU, ObjectDescriptor, TextureDescriptor
+from lightning_ebm.nets.generators import Generator, SceneGenerator, TextureGenerator
 
-__all__ = ["Descriptor", "LeakyReLU", "ObjectDescriptor", "TextureDescriptor"]
+__all__ = [
+    "Descriptor",
+    "Generator",
+    "LeakyReLU",
+    "ObjectDescriptor",
+    "SceneGenerator",
+    "TextureDescriptor",
+    "TextureGenerator",
+]

@@ -38,12 +38,12 @@ class Descriptor(nn.Module):
             )
 
 
-def _init_gaussian(module: nn.Module, std: float | None) -> None:
+def init_gaussian(module: nn.Module, std: float | None) -> None:
     """Weights N(0, std²) and zero biases, as in the released codes; ``None`` keeps PyTorch's default."""
     if std is None:
         return
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -87,7 +87,7 @@ class TextureDescriptor(Descriptor):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2), activation()]
             c_in = c_out
         self.body = nn.Sequential(*layers)
-        _init_gaussian(self, init_std)
+        init_gaussian(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (B, C, H, W) -> (B,)``: the sum of the top layer's responses."""
@@ -134,7 +134,7 @@ class ObjectDescriptor(Descriptor):
             c_in, h, w = c_out, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in * h * w, n_out)
-        _init_gaussian(self, init_std)
+        init_gaussian(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (B, C, H, W) -> (B,)``: the sum of the full-size layer's outputs."""

@@ -163,3 +163,44 @@ def test_bad_arguments_are_named():
         langevin(lambda x: x.sum(1), torch.zeros(2, 2), n_steps=1, step_size=0.1, sigma=0.0)
     with pytest.raises(ValueError, match="one value per sample"):
         langevin(lambda x: x.sum(), torch.zeros(2, 2), n_steps=1, step_size=0.1, sigma=1.0)
+
+
+def test_posterior_langevin_samples_the_linear_gaussian_posterior():
+    """x = A z + b + N(0, s² I), z ~ N(0, I): p(z | x) = N(P⁻¹ Aᵀ (x − b) / s², P⁻¹), P = I + AᵀA / s².
+
+    With a linear g the drift is linear, so the discrete chain's stationary covariance is exact: δ² (I − M²)⁻¹ with
+    M = I − (δ²/2) P; the mask drops the unobserved coordinate from the likelihood.
+    """
+    from lightning_ebm.samplers import posterior_langevin
+
+    s, delta, n = 0.5, 0.15, 20_000
+    a = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.3, -0.4]], dtype=torch.float64)
+    b = torch.tensor([0.2, -0.1, 0.5], dtype=torch.float64)
+    x_obs = torch.tensor([1.0, -0.5, 0.7], dtype=torch.float64)
+    for mask in (None, torch.tensor([1.0, 0.0, 1.0])):
+        m = torch.ones(3, dtype=torch.float64) if mask is None else mask.double()
+        am = a * m[:, None]
+        precision = torch.eye(2, dtype=torch.float64) + am.T @ am / s**2
+        mean = torch.linalg.solve(precision, am.T @ (m * (x_obs - b))) / s**2
+        mm = torch.eye(2, dtype=torch.float64) - delta**2 / 2 * precision
+        cov = delta**2 * torch.linalg.inv(torch.eye(2, dtype=torch.float64) - mm @ mm)
+        g = lambda z: z @ a.float().T + b.float()  # noqa: E731
+        x = x_obs.float().expand(n, 3)
+        z = posterior_langevin(
+            g, x, torch.zeros(n, 2), n_steps=1500, step_size=delta, sigma=s, mask=mask, generator=_gen(4)
+        )
+        z = z.double()
+        assert torch.all((z.mean(0) - mean).abs() < 4 * torch.sqrt(torch.diag(cov) / n))
+        se_cov = torch.sqrt((torch.outer(torch.diag(cov), torch.diag(cov)) + cov**2) / n)
+        assert torch.all((torch.cov(z.T) - cov).abs() < 4 * se_cov)
+
+
+def test_posterior_langevin_leaves_parameters_alone_and_works_under_inference_mode():
+    from lightning_ebm.samplers import posterior_langevin
+
+    net = nn.Linear(3, 5)
+    with torch.inference_mode():
+        z = posterior_langevin(net, torch.randn(4, 5), torch.randn(4, 3), n_steps=3, step_size=0.1, sigma=0.3)
+    assert z.shape == (4, 3) and all(p.grad is None for p in net.parameters())
+    with pytest.raises(ValueError, match="sigma"):
+        posterior_langevin(net, torch.randn(4, 5), torch.randn(4, 3), n_steps=1, step_size=0.1, sigma=0)

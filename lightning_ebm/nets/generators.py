@@ -1,0 +1,138 @@
+"""Generator nets ``g(z): (B, *latent_shape) -> (B, C, H, W)`` in [-1, 1], for ``x = g(z) + N(0, s² I)``.
+
+Layers follow ``reference/methods.md`` §5.3 and §6.3, read from the authors' TensorFlow and MatConvNet codes.
+Transposed convolutions with kernel 5, stride 2, padding 2 and output padding 1 double the size exactly (the
+MatConvNet crop [1, 2, 1, 2] and TF's SAME do the same).
+"""
+
+import itertools
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from lightning_ebm.nets.descriptors import LeakyReLU, init_gaussian
+
+
+def _up_block(c_in: int, c_out: int, activation: type[nn.Module] | None, batch_norm: bool) -> list[nn.Module]:
+    """A ×2 transposed convolution, then (batch norm and) the activation."""
+    layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out, track_running_stats=False))
+    if activation is not None:
+        layers.append(activation())
+    return layers
+
+
+class Generator(nn.Module):
+    """Base of generator nets: ``forward(z: (B, *latent_shape)) -> (B, *sample_shape)``.
+
+    Args:
+        sample_shape: ``(C, H, W)`` of one generated image.
+        latent_shape: shape of one latent vector ``z ~ N(0, I)``.
+    """
+
+    def __init__(self, sample_shape: Sequence[int], latent_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+
+
+class SceneGenerator(Generator):
+    """The DCGAN-like generator of the TensorFlow CoopNets code (Xie et al., AAAI 2018; 64×64 scenes by default).
+
+    ``z (z_dim)`` → 4×4 transposed convolution to ``channels[0]`` at 4×4 → a 5×5 stride-2 transposed convolution per
+    further entry of ``channels`` → a last one to the image channels, then tanh; batch norm and LeakyReLU(0.2) after
+    every hidden layer; weights N(0, 0.005²). The output side is ``4 · 2^len(channels)`` (64 for the default). Batch
+    norm always uses the batch's statistics, in training and in sampling alike, as the TF code does
+    (``is_training=True`` everywhere, moving averages never used).
+
+    Args:
+        sample_shape: ``(C, S, S)`` with ``S = 4 · 2^len(channels)``.
+        z_dim: latent dimension.
+        channels: hidden channels, from the 4×4 layer up.
+        activation: hidden activation class.
+        batch_norm: batch normalisation (with batch statistics) after every hidden layer.
+        init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        z_dim: int = 100,
+        channels: Sequence[int] = (512, 256, 128, 64),
+        activation: type[nn.Module] = LeakyReLU,
+        batch_norm: bool = True,
+        init_std: float | None = 0.005,
+    ) -> None:
+        super().__init__(sample_shape, (z_dim,))
+        c, h, w = self.sample_shape
+        side = 4 * 2 ** len(channels)
+        if h != side or w != side:
+            raise ValueError(
+                f"SceneGenerator with {len(channels)} hidden layers makes {side}x{side} images, but the data is "
+                f"{h}x{w}: give one channel entry per doubling from 4x4 to {h}x{w}, or set the data's image_size to "
+                f"{side}"
+            )
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, channels[0], 4)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(channels[0], track_running_stats=False))
+        layers.append(activation())
+        for c_in, c_out in itertools.pairwise(channels):
+            layers += _up_block(c_in, c_out, activation, batch_norm)
+        layers += [*_up_block(channels[-1], c, None, False), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        init_gaussian(self, init_std)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``z: (B, z_dim) -> (B, C, S, S)`` in [-1, 1]."""
+        return self.body(z.reshape(z.shape[0], -1, 1, 1))
+
+
+class TextureGenerator(Generator):
+    """The spatial-latent texture generator of the MatConvNet CoopNets and ABP codes (``frame_gan.m``).
+
+    A ``z_channels × (H/2^k) × (W/2^k)`` latent (7×7×1 for 224×224 images, k = ``len(channels) + 1``) → one 5×5
+    stride-2 transposed convolution per entry of ``channels`` and a last one to the image channels; batch norm and
+    LeakyReLU(0.2) after every hidden layer, tanh at the end. Being fully convolutional, it makes textures of any
+    size that is a multiple of ``2^k``.
+
+    Args:
+        sample_shape: ``(C, H, W)``, each side a multiple of ``2^(len(channels) + 1)``.
+        z_channels: channels of the spatial latent (1 in CoopNets, 5 in ABP's texture config).
+        channels: hidden channels.
+        activation: hidden activation class.
+        batch_norm: batch normalisation (with batch statistics) after every hidden layer.
+        init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        z_channels: int = 1,
+        channels: Sequence[int] = (512, 256, 128, 64),
+        activation: type[nn.Module] = LeakyReLU,
+        batch_norm: bool = True,
+        init_std: float | None = 0.005,
+    ) -> None:
+        c, h, w = (int(s) for s in sample_shape)
+        factor = 2 ** (len(channels) + 1)
+        if h % factor or w % factor:
+            raise ValueError(
+                f"TextureGenerator with {len(channels) + 1} upsampling layers needs image sides that are multiples of "
+                f"{factor}, got {h}x{w}: change the data's image or crop size, or the number of channel entries"
+            )
+        super().__init__(sample_shape, (z_channels, h // factor, w // factor))
+        layers: list[nn.Module] = []
+        c_in = z_channels
+        for c_out in channels:
+            layers += _up_block(c_in, c_out, activation, batch_norm)
+            c_in = c_out
+        layers += [*_up_block(c_in, c, None, False), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        init_gaussian(self, init_std)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``z: (B, z_channels, h, w) -> (B, C, H, W)`` in [-1, 1]."""
+        return self.body(z)
