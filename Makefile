@@ -43,6 +43,7 @@ format: install ## ruff: fix what can be fixed and format
 bench: install ## benchmarks (bench/), printed as tables
 	$(PY) bench/sampler.py
 	$(PY) bench/dataloader.py
+	$(PY) bench/coopnets_vs_descriptor.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache *.egg-info

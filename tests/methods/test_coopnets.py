@@ -123,3 +123,24 @@ def test_checkpoint_loads_alone_and_resumes_exactly(tmp_path):
 def test_generator_size_mismatch_is_named():
     with pytest.raises(ValueError, match=r"makes 16x16 images, but the data is 32x32"):
         make_model(sample_shape=(1, 32, 32))
+
+
+def test_recipe_fit_validate_predict_through_the_cli(tmp_path):
+    from tests.conftest import DEBUG, ROOT, run_cli, run_dirs
+
+    recipe = str(ROOT / "conf" / "experiments" / "coopnets_digits.yaml")
+    small = ["--model.n_chains=8", "--data.batch_size=8", "--trainer.max_steps=3"]
+    cli = run_cli("fit", "--config", recipe, "--config", DEBUG, *small, root=tmp_path)
+    assert cli.trainer.global_step == 3
+    (run,) = run_dirs(tmp_path)
+    grid = next((run / "samples").glob("*.png"))
+    assert grid.stat().st_size > 0
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    metrics = run_cli("validate", "--ckpt_path", ckpt, "--trainer.logger=false", root=tmp_path).trainer.callback_metrics
+    assert {"val/f_data", "val/energy_gap", "val/revision"} <= set(metrics)
+    with_recipe = ["--config", recipe, "--config", DEBUG, *small, "--ckpt_path", ckpt]
+    metrics = run_cli("validate", *with_recipe, root=tmp_path).trainer.callback_metrics  # the recipe's callbacks
+    assert torch.isfinite(metrics["val/swd"])
+    run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=5", root=tmp_path)
+    samples = torch.load(next(run.glob("predict-*/predictions/samples_rank0.pt")), weights_only=True)
+    assert samples.shape == (5, 1, 16, 16) and samples.abs().max() <= 1
