@@ -9,14 +9,15 @@ histogram, no structure). It also prints, for each sample, the largest normalise
 observed image over every window (and circular shift): 1.0 means the sample is a copy of part of the observed image.
 """
 
+import importlib
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import lightning_ebm.methods  # noqa: F401  (the classes checkpoints name)
 from datamodules import TextureDataModule
-from lightning_ebm.methods import GenerativeConvNet
 from lightning_ebm.metrics import swd
 
 
@@ -46,7 +47,8 @@ def main() -> None:
     checkpoint = torch.load(ckpt, weights_only=True, map_location="cpu")
     data = {k: v for k, v in checkpoint["datamodule_hyper_parameters"].items() if not k.startswith("_")}
     observed = TextureDataModule(**data)
-    model = GenerativeConvNet.load_from_checkpoint(ckpt, map_location="cpu")
+    module_name, class_name = checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)
+    model = getattr(importlib.import_module(module_name), class_name).load_from_checkpoint(ckpt, map_location="cpu")
     samples = model.sample(4)
     g = torch.Generator().manual_seed(0)
 
