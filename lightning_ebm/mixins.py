@@ -32,6 +32,21 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+class GradNormTracker:
+    """A Langevin ``callback`` that averages ``‖∂f/∂x‖`` per sample over the steps (on the device, no sync): the
+    gradient-norm diagnostic of Nijkamp et al. (AAAI 2020) that methods report to ``callbacks.EnergyMonitor``."""
+
+    def __init__(self) -> None:
+        self.norms: list[Tensor] = []
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        self.norms.append(state["grad"].flatten(1).norm(dim=1).mean())
+
+    def mean(self, device: torch.device) -> Tensor:
+        """The mean norm over the steps seen (0 if none)."""
+        return torch.stack(self.norms).mean() if self.norms else torch.zeros((), device=device)
+
+
 class LangevinMixin:
     """Langevin sampling of the host's descriptor, ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` (Xie et al., ICML 2016).
 

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from lightning_ebm.methods.base import EBMModule
-from lightning_ebm.mixins import GeneratorMixin, LangevinMixin
+from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
 from lightning_ebm.nets.descriptors import Descriptor, ObjectDescriptor
 from lightning_ebm.nets.generators import Generator, SceneGenerator
 
@@ -121,8 +121,8 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         z = self.latents(self.hparams.n_chains, self.rng)
         with torch.no_grad():
             proposal = self.generate(z)
-        norms: list[Tensor] = []
-        revised = self.langevin(proposal, callback=lambda s: norms.append(s["grad"].flatten(1).norm(dim=1).mean()))
+        tracker = GradNormTracker()
+        revised = self.langevin(proposal, callback=tracker)
         if self.hparams.generator_steps > 0:
             z = self.infer_latent(revised, z)
         f_data, f_sample = self.score(x), self.score(revised)
@@ -151,8 +151,11 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
             {"train/loss": descriptor_loss, "train/generator_loss": generator_loss, "train/revision": revision},
             prog_bar=True,
         )
-        grad_norm = torch.stack(norms).mean() if norms else torch.zeros((), device=self.device)
-        return {"f_data": f_data.mean().detach(), "f_sample": f_sample.mean().detach(), "grad_norm": grad_norm}
+        return {
+            "f_data": f_data.mean().detach(),
+            "f_sample": f_sample.mean().detach(),
+            "grad_norm": tracker.mean(self.device),
+        }
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
-from lightning_ebm.mixins import LangevinMixin
+from lightning_ebm.mixins import GradNormTracker, LangevinMixin
 from lightning_ebm.nets.descriptors import Descriptor, TextureDescriptor
 from lightning_ebm.samplers.banks import ChainBank
 
@@ -120,19 +120,18 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """One iteration: revise the chains, then the ML step on ``mean f(x̃) − mean f(x)``."""
         batch = self.images(batch)
-        norms: list[Tensor] = []
-        synthesized = self.synthesize(batch, callback=lambda s: norms.append(s["grad"].flatten(1).norm(dim=1).mean()))
+        tracker = GradNormTracker()
+        synthesized = self.synthesize(batch, callback=tracker)
         f_data = self.score(batch)
         f_sample = self.score(synthesized)
         loss = f_sample.mean() - f_data.mean()
         self.check_finite(loss, "the loss")
         self.log("train/loss", loss, prog_bar=True)
-        grad_norm = torch.stack(norms).mean() if norms else torch.zeros((), device=self.device)
         return {
             "loss": loss,
             "f_data": f_data.mean().detach(),
             "f_sample": f_sample.mean().detach(),
-            "grad_norm": grad_norm,
+            "grad_norm": tracker.mean(self.device),
         }
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:

@@ -5,7 +5,6 @@ Transposed convolutions with kernel 5, stride 2, padding 2 and output padding 1 
 MatConvNet crop [1, 2, 1, 2] and TF's SAME do the same).
 """
 
-import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -21,6 +20,17 @@ def _up_block(c_in: int, c_out: int, activation: type[nn.Module] | None, batch_n
     if activation is not None:
         layers.append(activation())
     return layers
+
+
+def _up_stack(
+    c_in: int, channels: Sequence[int], c_image: int, activation: type[nn.Module], batch_norm: bool
+) -> list[nn.Module]:
+    """One ×2 block per entry of ``channels``, then a last ×2 transposed convolution to the image and tanh."""
+    layers: list[nn.Module] = []
+    for c_out in channels:
+        layers += _up_block(c_in, c_out, activation, batch_norm)
+        c_in = c_out
+    return [*layers, *_up_block(c_in, c_image, None, False), nn.Tanh()]
 
 
 class Generator(nn.Module):
@@ -78,9 +88,7 @@ class SceneGenerator(Generator):
         if batch_norm:
             layers.append(nn.BatchNorm2d(channels[0], track_running_stats=False))
         layers.append(activation())
-        for c_in, c_out in itertools.pairwise(channels):
-            layers += _up_block(c_in, c_out, activation, batch_norm)
-        layers += [*_up_block(channels[-1], c, None, False), nn.Tanh()]
+        layers += _up_stack(channels[0], channels[1:], c, activation, batch_norm)
         self.body = nn.Sequential(*layers)
         init_gaussian(self, init_std)
 
@@ -124,13 +132,7 @@ class TextureGenerator(Generator):
                 f"{factor}, got {h}x{w}: change the data's image or crop size, or the number of channel entries"
             )
         super().__init__(sample_shape, (z_channels, h // factor, w // factor))
-        layers: list[nn.Module] = []
-        c_in = z_channels
-        for c_out in channels:
-            layers += _up_block(c_in, c_out, activation, batch_norm)
-            c_in = c_out
-        layers += [*_up_block(c_in, c, None, False), nn.Tanh()]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*_up_stack(z_channels, channels, c, activation, batch_norm))
         init_gaussian(self, init_std)
 
     def forward(self, z: Tensor) -> Tensor:
