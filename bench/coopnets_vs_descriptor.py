@@ -14,20 +14,16 @@ held-out half, next to the training half (the floor: the distance between two ha
 """
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from budget import ROOT, digit_halves, train_for
 
 from callbacks.images import make_grid, save_png, to_uint8
-from datamodules import DigitsDataModule
 from lightning_ebm.methods import CoopNets, GenerativeConvNet
 from lightning_ebm.metrics import swd
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "conf" / "experiments" / "coopnets_digits.yaml"
 DESCRIPTOR_ALONE = [
     "--model=lightning_ebm.methods.GenerativeConvNet",
@@ -48,31 +44,17 @@ DESCRIPTOR_ALONE = [
 ]
 
 
-def train(name: str, extra: list[str], seconds: int, root: Path) -> tuple[Path, float, int]:
-    """Run the recipe (plus ``extra``) for ``seconds``; return its last checkpoint, wall time and steps."""
-    clock = time.strftime("%H:%M:%S", time.gmtime(seconds))
-    cmd = [sys.executable, "-m", "lightning_ebm", "fit", "--config", str(RECIPE), *extra]
-    cmd += [f"--trainer.max_time=00:{clock}", "--trainer.max_steps=-1", "--trainer.logger=false"]
-    cmd += ["--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root / name}"]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
-    ckpt = next((root / name).rglob("last.ckpt"))
-    return ckpt, time.perf_counter() - start, torch.load(ckpt, weights_only=True)["global_step"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--grids", type=Path, default=None, help="also write each model's first 64 samples here")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    data = DigitsDataModule(image_size=16, val_fraction=0.5)
-    held = torch.stack([data.val_set[i]["image"] for i in range(len(data.val_set))])
-    train_half = torch.stack([data.train_set[i]["image"] for i in range(len(held))])
+    held, train_half = digit_halves()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, cls, extra in (("CoopNets", CoopNets, []), ("descriptor alone", GenerativeConvNet, DESCRIPTOR_ALONE)):
-            ckpt, wall, steps = train(name.replace(" ", "_"), extra, args.seconds, Path(tmp))
+            ckpt, wall, steps = train_for(RECIPE, name.replace(" ", "_"), extra, args.seconds, Path(tmp))
             model = cls.load_from_checkpoint(ckpt, map_location="cpu")
             samples = model.sample(len(held), rng=torch.Generator().manual_seed(0))
             if args.grids is not None:

@@ -6,7 +6,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import Mode
-from datamodules.loading import ArrayImages, ImageLoader, ImageTransform
+from datamodules.loading import ArrayImages, EpochShuffle, ImageLoader, ImageTransform
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -55,6 +55,8 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"{type(self).__name__} needs num_workers >= 0, got {num_workers}")
         self.image_size, self.mode = image_size, mode
         self.batch_size, self.num_workers, self.n_predict = batch_size, num_workers, n_predict
+        self._shuffle_seed: int | None = None
+        self._resume_batches = 0
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -62,10 +64,13 @@ class ImageDataModule(LightningDataModule):
         return (1 if self.mode == "L" else 3, self.image_size, self.image_size)
 
     def _loader(self, dataset: Dataset, train: bool) -> ImageLoader:
+        if train and self._shuffle_seed is None:
+            self._shuffle_seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
         return ImageLoader(
             dataset,
+            skip_batches=self._resume_batches if train else 0,
+            sampler=EpochShuffle(len(dataset), self._shuffle_seed) if train else None,
             batch_size=self.batch_size,
-            shuffle=train,
             drop_last=train and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -73,8 +78,23 @@ class ImageDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> ImageLoader:
-        """Shuffled training batches (sharded across DDP ranks by Lightning's DistributedSampler)."""
-        return self._loader(self.train_set, train=True)
+        """Shuffled training batches, in an order fixed by the run seed and the epoch (sharded across DDP ranks by
+        Lightning's DistributedSampler); a run resumed mid-epoch starts with the batches it had not trained on."""
+        loader = self._loader(self.train_set, train=True)
+        self._resume_batches = 0
+        return loader
+
+    def state_dict(self) -> dict[str, int]:
+        """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""
+        if self._shuffle_seed is None:
+            return {}
+        done = 0 if self.trainer is None else self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"shuffle_seed": self._shuffle_seed, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue the checkpointed run's order of batches (called before the loaders are made)."""
+        self._shuffle_seed = state_dict.get("shuffle_seed", self._shuffle_seed)
+        self._resume_batches = state_dict.get("batches_done", 0)
 
     def val_dataloader(self) -> ImageLoader | list:
         """The held-out split, or nothing (validation is then skipped)."""

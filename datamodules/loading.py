@@ -4,6 +4,7 @@ Every item is a dict ``{"image": (C, S, S) in [-1, 1], "label": int (-1 when unl
 methods read ``batch["image"]`` (see ``EBMModule.images``).
 """
 
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from datamodules.image_io import Mode, Scaling, center_crop, random_crop, read_image, to_unit_range
 
@@ -145,24 +146,74 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+class EpochShuffle(Sampler[int]):
+    """A new random order of ``range(n)`` every epoch, fixed by ``seed`` and the epoch (Lightning calls
+    ``set_epoch``), so that a resumed run reads the batches the uninterrupted one would have read."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of epoch ``epoch`` from the next pass on."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 104_729) % 2**63)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Dropping(Sampler[int]):
+    """``sampler`` without its first ``n`` indices."""
+
+    def __init__(self, sampler: Any, n: int) -> None:
+        self.sampler, self.n = sampler, n
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.n, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.n)
+
+
 class ImageLoader(DataLoader):
     """A DataLoader of :func:`collate_images` batches that drops unreadable files and reports them.
 
     At the end of each pass it warns with the number of files skipped and the first of their names; a batch whose
     files were all unreadable is left out. Nothing stops mid-epoch because of one bad file.
+
+    Args:
+        dataset: the images.
+        skip_batches: batches the first pass leaves out (without reading them): how a run resumed in the middle of
+            an epoch continues with the batches it had not trained on yet. It applies to whatever sampler the
+            loader ends up with, Lightning's DistributedSampler included.
+        **kwargs: DataLoader arguments.
     """
 
-    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:
+    def __init__(self, dataset: Dataset, skip_batches: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("collate_fn", collate_images)
         super().__init__(dataset, **kwargs)
+        self.skip_batches = skip_batches
         self.skipped: list[str] = []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = []
-        for batch in super().__iter__():
-            self.skipped += batch.pop("skipped", [])
-            if "image" in batch:
-                yield batch
+        skip, self.skip_batches = self.skip_batches, 0
+        skip = skip if skip < len(self) else 0  # resumed at an epoch's end: the next epoch starts afresh
+        batch_sampler = self.batch_sampler
+        inner = batch_sampler.sampler if skip and batch_sampler is not None else None
+        if inner is not None:
+            batch_sampler.sampler = _Dropping(inner, skip * batch_sampler.batch_size)
+        try:
+            for batch in super().__iter__():
+                self.skipped += batch.pop("skipped", [])
+                if "image" in batch:
+                    yield batch
+        finally:
+            if inner is not None:
+                batch_sampler.sampler = inner
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
             warnings.warn(

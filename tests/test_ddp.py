@@ -85,3 +85,19 @@ def test_two_process_coopnets_needs_no_unused_parameter_search(tmp_path):
         assert torch.equal(a, b)
     assert not torch.equal(probes[0]["rng"], probes[1]["rng"])
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_two_process_multigrid_keeps_every_grid_in_sync(tmp_path):
+    """One optimiser per grid under plain `ddp`; each rank keeps the 1x1 starts of its own shard."""
+    recipe = str(ROOT / "conf" / "experiments" / "multigrid_digits.yaml")
+    small = ["--trainer.max_steps=3", "--data.batch_size=8", "--model.langevin_steps=2", "--model.descriptor.width=0.1"]
+    run_ddp(["--config", recipe, *small, "--trainer.callbacks+=tests.probes.RankProbe"], tmp_path)
+    (run,) = run_dirs(tmp_path)
+    probes = [torch.load(run / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for a, b in zip(probes[0]["params"], probes[1]["params"]):
+        assert torch.equal(a, b)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    starts = ckpt["ebm_state"]["bank.starts"]
+    assert ckpt["global_step"] == 3 and starts.shape == (2, 1024, 1, 1, 1)
+    assert not torch.equal(starts[0], starts[1])  # each rank saw other digits

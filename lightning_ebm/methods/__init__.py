@@ -4,5 +4,6 @@ from lightning_ebm.methods.base import DivergenceError, EBMModule
 from lightning_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from lightning_ebm.methods.coopnets import CoopNets
 from lightning_ebm.methods.generative_convnet import GenerativeConvNet
+from lightning_ebm.methods.multigrid import MultigridMCD
 
-__all__ = ["ContrastiveDivergence", "CoopNets", "DivergenceError", "EBMModule", "GenerativeConvNet"]
+__all__ = ["ContrastiveDivergence", "CoopNets", "DivergenceError", "EBMModule", "GenerativeConvNet", "MultigridMCD"]

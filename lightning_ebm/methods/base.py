@@ -3,7 +3,8 @@
 import functools
 import inspect
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -14,6 +15,22 @@ from torch import Tensor
 from lightning_ebm.samplers.banks import Bank
 
 _INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+
+
+@contextmanager
+def _not_counted(optimizer: Any) -> Iterator[None]:
+    """Step a LightningOptimizer without advancing ``trainer.global_step``.
+
+    In manual optimisation Lightning counts every optimiser step, so several optimisers would make ``max_steps`` count
+    fractions of iterations (Lightning #17958). The step keeps its precision and strategy handling but skips the
+    counter hooks that Lightning's manual loop installs for each step.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
 
 
 class DivergenceError(FloatingPointError):
@@ -60,6 +77,10 @@ class EBMModule(LightningModule):
         self.lr_scheduler = lr_scheduler
         self._rng: torch.Generator | None = None
         self._saved_rng_state: Tensor | None = None
+        # Denormal floats on the CPU: small weights and near-flat chains push activations into the denormal range,
+        # which made Langevin steps 9-20x slower (reference/environment.md §9). Flushing them to zero is a
+        # process-wide setting; it is made here so that sampling a loaded model in a notebook is fast too.
+        torch.set_flush_denormal(True)
 
     # ----------------------------------------------------------------------------------------------- contract
     def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
@@ -105,8 +126,7 @@ class EBMModule(LightningModule):
         return self.sample(n, rng=self.seeded_rng(10_000 + batch_idx))
 
     def setup(self, stage: str) -> None:
-        """Flush denormal floats to zero on the CPU: small initial weights push the descriptor's activations into
-        the denormal range, which made the first CPU iterations about 9× slower (reference/environment.md §9)."""
+        """Flush denormal floats to zero on the CPU (again, in each DDP process); see ``__init__``."""
         torch.set_flush_denormal(True)
 
     # ------------------------------------------------------------------------------------------- optimisation
@@ -122,6 +142,31 @@ class EBMModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"},
         }
+
+    def manual_update(self, loss: Tensor, clip_vals: Sequence[float | None] = ()) -> None:
+        """One iteration of manual optimisation: every optimiser's gradients from one backward pass of ``loss``,
+        each clipped to its entry of ``clip_vals`` (gradient norm; ``None`` or a missing entry: no clipping), one step
+        of each, then one step of each scheduler. ``global_step`` (and so ``max_steps``) advances by one.
+
+        One backward pass of a sum of losses that share no parameter gives each network exactly the gradient of its
+        own loss, and keeps every parameter in the one backward pass that DDP synchronises.
+        """
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for opt in optimizers:
+            opt.zero_grad()
+        self.manual_backward(loss)
+        for opt, clip in zip(optimizers, clip_vals):
+            if clip is not None:
+                self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizers[0].step()
+        for opt in optimizers[1:]:
+            with _not_counted(opt):
+                opt.step()
+        schedulers = self.lr_schedulers()
+        if schedulers is not None:
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
 
     # ----------------------------------------------------------------------------------------------- noise
     def _rank_seed(self, salt: int) -> int:

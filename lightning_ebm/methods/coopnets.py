@@ -5,8 +5,7 @@ AAAI 2018 (and TPAMI 2020). The generator proposes, the descriptor's Langevin dy
 from the revision, and the generator learns from how its proposals were revised (``reference/methods.md`` §5).
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,22 +19,6 @@ from lightning_ebm.nets.generators import Generator, SceneGenerator
 
 DescriptorFactory = Callable[[Sequence[int]], Descriptor]
 GeneratorFactory = Callable[[Sequence[int]], Generator]
-
-
-@contextmanager
-def _not_counted(optimizer: Any) -> Iterator[None]:
-    """Step a LightningOptimizer without advancing ``trainer.global_step``.
-
-    In manual optimisation Lightning counts every optimiser step, so two optimisers would make ``max_steps`` count
-    half-iterations (Lightning #17958). The second optimiser's step keeps its precision and strategy handling but
-    skips the counter hooks that Lightning's manual loop installs for each step.
-    """
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = lambda: None
-    try:
-        yield
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
 
 
 class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
@@ -133,18 +116,9 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         self.check_finite(descriptor_loss, "the descriptor loss")
         self.check_finite(generator_loss, "the generator loss")
 
-        d_opt, g_opt = self.optimizers()
-        d_opt.zero_grad()
-        g_opt.zero_grad()
-        self.manual_backward(descriptor_loss + generator_loss)
-        for opt, clip in ((d_opt, self.hparams.descriptor_clip_val), (g_opt, self.hparams.generator_clip_val)):
-            if clip is not None:
-                self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        d_opt.step()
-        with _not_counted(g_opt):
-            g_opt.step()
-        for scheduler in self._schedulers():
-            scheduler.step()
+        self.manual_update(
+            descriptor_loss + generator_loss, (self.hparams.descriptor_clip_val, self.hparams.generator_clip_val)
+        )
 
         revision = (revised - proposal).pow(2).mean().sqrt()
         self.log_dict(
@@ -156,12 +130,6 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
             "f_sample": f_sample.mean().detach(),
             "grad_norm": tracker.mean(self.device),
         }
-
-    def _schedulers(self) -> list[Any]:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return []
-        return schedulers if isinstance(schedulers, list) else [schedulers]
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
         """f on held-out data and on fresh samples, their gap, and how far Langevin moves the proposals (rms)."""

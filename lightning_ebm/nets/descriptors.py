@@ -144,3 +144,85 @@ class ObjectDescriptor(Descriptor):
                 f"{tuple(x.shape)}: set the data's image size to match, or build the net for this size"
             )
         return self.fc(torch.flatten(self.body(x), 1)).sum(1)
+
+
+# The released multi-grid descriptors (``Multigrid_learning/model.py``, ``reference/methods.md`` §4.3), by grid side:
+# (channels, kernel sizes, strides) of the convolutions before the one-output dense layer.
+_MULTIGRID_LAYERS = {
+    4: ((96, 128, 256), (5, 3, 3), (2, 1, 1)),
+    16: ((96, 128, 256, 512), (5, 3, 3, 3), (2, 1, 1, 1)),
+    64: ((64, 128, 256, 512), (5, 5, 5, 5), (2, 2, 2, 2)),
+}
+
+
+class MultigridDescriptor(Descriptor):
+    """The descriptor of one grid of the multi-grid generative ConvNet (Gao et al., CVPR 2018).
+
+    Convolutions (padding k//2) each followed by batch normalisation and LeakyReLU(0.2), then a dense layer to one
+    output; Xavier-uniform weights and zero biases, as in the released TF code. The default layers are the released
+    code's for the grid side ``H``: ``des4`` for H ≤ 4 (5×5/2 → 96, 3×3 → 128, 3×3 → 256), ``des16`` for H ≤ 16
+    (5×5/2 → 96, 3×3 → 128, 3×3 → 256, 3×3 → 512) and ``des64`` above (four 5×5/2 layers → 64, 128, 256, 512).
+
+    Batch normalisation uses the statistics of the batch it is given, always (the TF code runs it with
+    ``training=True`` and momentum 0 in learning and sampling alike, and never uses moving averages): so f of one
+    image depends on the batch it is scored in. Observed and synthesized images are scored in separate calls, as in
+    the released code; keep the batch size of sampling close to training's (``reference/pitfalls.md`` P23).
+
+    Args:
+        sample_shape: ``(C, H, W)`` of this grid's images; the dense layer is built for this size.
+        channels: output channels of each convolution (``None``: the released code's for this grid).
+        kernel_sizes: kernel size of each convolution (``None``: as ``channels``).
+        strides: stride of each convolution (``None``: as ``channels``).
+        width: multiplies every default channel count (0.25 makes a CPU-sized net); ignored with ``channels``.
+        batch_norm: batch normalisation after every convolution (``False``: plain convolutions).
+        activation: activation class after each convolution.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        channels: Sequence[int] | None = None,
+        kernel_sizes: Sequence[int] | None = None,
+        strides: Sequence[int] | None = None,
+        width: float = 1.0,
+        batch_norm: bool = True,
+        activation: type[nn.Module] = LeakyReLU,
+    ) -> None:
+        super().__init__(sample_shape)
+        if len(self.sample_shape) != 3:
+            raise ValueError(f"MultigridDescriptor needs a (C, H, W) sample shape, got {self.sample_shape}")
+        c_in, h, w = self.sample_shape
+        side = next((s for s in sorted(_MULTIGRID_LAYERS) if h <= s), 64)
+        default_channels, default_kernels, default_strides = _MULTIGRID_LAYERS[side]
+        if channels is None:
+            channels = [max(1, round(c * width)) for c in default_channels]
+        kernel_sizes = default_kernels if kernel_sizes is None else kernel_sizes
+        strides = default_strides if strides is None else strides
+        if not len(channels) == len(kernel_sizes) == len(strides) > 0:
+            raise ValueError(
+                f"channels, kernel_sizes and strides need one entry per layer; got {list(channels)}, "
+                f"{list(kernel_sizes)}, {list(strides)}"
+            )
+        layers: list[nn.Module] = []
+        for c_out, k, s in zip(channels, kernel_sizes, strides):
+            layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out, track_running_stats=False))
+            layers.append(activation())
+            c_in, h, w = c_out, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in * h * w, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: (B, C, H, W) -> (B,)``: the dense layer's output."""
+        if tuple(x.shape[1:]) != self.sample_shape:
+            raise ValueError(
+                f"MultigridDescriptor was built for images of shape {self.sample_shape}, got a batch of shape "
+                f"{tuple(x.shape)}: each grid's descriptor scores that grid's images only"
+            )
+        return self.fc(torch.flatten(self.body(x), 1)).squeeze(1)

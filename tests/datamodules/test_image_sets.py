@@ -220,3 +220,43 @@ def test_a_method_trains_on_dict_batches(tmp_path):
             model, DigitsDataModule(batch_size=16)
         )
     assert model.global_step == 2 and model.chains.get().shape == (4, 1, 8, 8)
+
+
+def test_a_run_resumed_mid_epoch_reads_the_batches_of_the_uninterrupted_one(tmp_path):
+    """The order of batches is fixed by the seed and the epoch, and a resumed run starts where the checkpoint was."""
+    from functools import partial
+
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_ebm.methods import GenerativeConvNet
+    from lightning_ebm.nets import ObjectDescriptor
+    from tests.probes import IndexProbe
+
+    def run(root, max_steps, ckpt_path=None, seed=0):
+        seed_everything(seed)
+        net = partial(ObjectDescriptor, channels=(4,), kernel_sizes=(3,), strides=(2,), n_out=2)
+        model = GenerativeConvNet(net=net, sample_shape=(1, 8, 8), n_chains=2, langevin_steps=1)
+        probe = IndexProbe()
+        every = ModelCheckpoint(dirpath=root, every_n_train_steps=3, save_top_k=-1)
+        trainer = Trainer(
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=root,
+            callbacks=[probe, every],
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, DigitsDataModule(batch_size=200, val_fraction=0.5), ckpt_path=ckpt_path)
+        return probe.seen, model
+
+    straight, model = run(tmp_path / "a", 8)  # 898 digits: 4 batches per epoch, two epochs
+    assert sorted(straight[:800]) != straight[:800] and straight[:800] != straight[800:]  # shuffled anew each epoch
+    (ckpt,) = (tmp_path / "a").glob("*step=3.ckpt")
+    resumed, again = run(tmp_path / "b", 8, ckpt_path=ckpt, seed=5)
+    assert resumed == straight[600:]
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)

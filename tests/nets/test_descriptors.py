@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_ebm.nets import LeakyReLU, ObjectDescriptor, TextureDescriptor
+from lightning_ebm.nets import LeakyReLU, MultigridDescriptor, ObjectDescriptor, TextureDescriptor
 
 
 def _convs(net):
@@ -57,3 +57,30 @@ def test_object_descriptor_is_the_tf_coopnets_net():
 def test_object_descriptor_names_a_size_mismatch():
     with pytest.raises(ValueError, match=r"\(3, 64, 64\).*\(2, 3, 32, 32\)"):
         ObjectDescriptor((3, 64, 64))(torch.randn(2, 3, 32, 32))
+
+
+def test_multigrid_descriptors_are_the_released_code_per_grid():
+    convs = {
+        side: [
+            (m.out_channels, m.kernel_size[0], m.stride[0])
+            for m in MultigridDescriptor((3, side, side)).modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        for side in (4, 16, 64)
+    }
+    assert convs[4] == [(96, 5, 2), (128, 3, 1), (256, 3, 1)]
+    assert convs[16] == [(96, 5, 2), (128, 3, 1), (256, 3, 1), (512, 3, 1)]
+    assert convs[64] == [(64, 5, 2), (128, 5, 2), (256, 5, 2), (512, 5, 2)]
+    narrow = MultigridDescriptor((1, 16, 16), width=0.25)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [24, 32, 64, 128]
+    assert narrow(torch.randn(5, 1, 16, 16)).shape == (5,)
+
+
+def test_multigrid_batch_norm_always_uses_the_batch_statistics():
+    """As the TF code (training=True everywhere): eval mode changes nothing, and a sample's f depends on its batch."""
+    net = MultigridDescriptor((1, 4, 4), width=0.1)
+    x = torch.randn(6, 1, 4, 4)
+    train = net(x)
+    torch.testing.assert_close(net.eval()(x), train)
+    assert not torch.allclose(net(x[:3]), train[:3])
+    assert not MultigridDescriptor((1, 4, 4), batch_norm=False)(x[:1]).isnan().any()
