@@ -1,10 +1,11 @@
 """Lightning callbacks: sample grids, monitors, prediction writers and checkpointing. They work on rank zero,
 write under the run directory and hand images to whatever logger is attached (wandb first)."""
 
+from callbacks.audio_samples import AudioSamples
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.energy_monitor import EnergyMonitor
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.sample_writer import SampleWriter
 
-__all__ = ["EnergyMonitor", "RunCheckpoint", "SampleGrid", "SampleQuality", "SampleWriter"]
+__all__ = ["AudioSamples", "EnergyMonitor", "RunCheckpoint", "SampleGrid", "SampleQuality", "SampleWriter"]

@@ -3,6 +3,7 @@
 Each exposes ``sample_shape`` (linked into the model by the CLI) and train/val/test/predict loaders.
 """
 
+from datamodules.audio import AudioDataModule
 from datamodules.base import ImageDataModule
 from datamodules.cifar import Cifar10DataModule
 from datamodules.digits import DigitsDataModule
@@ -13,6 +14,7 @@ from datamodules.photos import PhotoPatchesDataModule
 from datamodules.textures import TextureDataModule
 
 __all__ = [
+    "AudioDataModule",
     "Cifar10DataModule",
     "DigitsDataModule",
     "ImageDataModule",

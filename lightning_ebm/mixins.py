@@ -152,9 +152,11 @@ class GeneratorMixin:
         *,
         mask: Tensor | None = None,
         n_steps: int | None = None,
+        noise: bool | None = None,
         rng: torch.Generator | None = None,
     ) -> Tensor:
-        """Revise latents ``z (B, *Z)`` towards the posterior given ``x (B, *S)`` (and a mask of observed pixels)."""
+        """Revise latents ``z (B, *Z)`` towards the posterior given ``x (B, *S)`` (and a mask of observed pixels);
+        ``n_steps`` and ``noise`` default to ``generator_steps`` and ``generator_noise``."""
         hp = self.hparams
         with frozen(self):
             z = posterior_langevin(
@@ -164,7 +166,7 @@ class GeneratorMixin:
                 n_steps=hp.generator_steps if n_steps is None else n_steps,
                 step_size=hp.generator_step_size,
                 sigma=hp.generator_sigma,
-                noise=hp.generator_noise,
+                noise=hp.generator_noise if noise is None else noise,
                 mask=mask,
                 generator=self.rng if rng is None else rng,
             )

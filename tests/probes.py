@@ -15,10 +15,21 @@ class RankProbe(Callback):
                 "params": [p.detach().cpu() for p in pl_module.parameters()],
                 "chains": pl_module.chains.get().cpu() if hasattr(pl_module, "chains") else None,
                 "rng": pl_module.rng.get_state(),
+                **_latents(pl_module),
                 "world_size": trainer.world_size,
             },
             Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.pt",
         )
+
+
+def _latents(pl_module: LightningModule) -> dict[str, torch.Tensor]:
+    """ABP's latent bank and the values its entries started from (a fresh bank with the same seed)."""
+    bank = getattr(pl_module, "latents", None)
+    if bank is None:
+        return {}
+    fresh = type(bank)(bank.shape, bank.init, bank.seed)
+    index = torch.arange(len(bank))
+    return {"latents": bank.get(index).cpu(), "initial": fresh.get(index).cpu()}
 
 
 class IndexProbe(Callback):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from PIL import Image
 
@@ -161,14 +162,21 @@ def test_wandb_logger_is_the_default_offline_and_gets_uint8_images(tmp_path, mon
 
 @pytest.fixture
 def data_roots(tmp_path) -> dict[str, str]:
-    """Tiny stand-ins for the data that paper recipes point at: a folder of images and CIFAR-10 batches."""
+    """Tiny stand-ins for the data that recipes point at: a folder of images, CIFAR-10 batches, a sound file."""
     from tests.datamodules.test_image_sets import photo, write_cifar
 
     (tmp_path / "scene").mkdir()
     for i in range(6):
         photo(i, size=(80, 72)).save(tmp_path / "scene" / f"{i}.jpg")
     write_cifar(tmp_path / "cifar" / "cifar-10-batches-py", per_batch=4)
-    return {"ImageFolderDataModule": str(tmp_path / "scene"), "Cifar10DataModule": str(tmp_path / "cifar")}
+    (tmp_path / "sounds").mkdir()
+    t = np.arange(11025) / 11025
+    soundfile.write(tmp_path / "sounds" / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 11025)
+    return {
+        "ImageFolderDataModule": str(tmp_path / "scene"),
+        "Cifar10DataModule": str(tmp_path / "cifar"),
+        "AudioDataModule": str(tmp_path / "sounds"),
+    }
 
 
 @pytest.mark.slow
@@ -188,7 +196,7 @@ def test_every_recipe_starts_on_the_cpu(recipe, tmp_path, data_roots):
         "--config",
         DEBUG,
         "--trainer.max_steps=2",
-        "--model.langevin_steps=2",
+        "--model.langevin_steps=2" if "langevin_steps" in text else "--model.generator_steps=2",
         *extra,
         root=tmp_path / "out",
     )

@@ -101,3 +101,19 @@ def test_two_process_multigrid_keeps_every_grid_in_sync(tmp_path):
     starts = ckpt["ebm_state"]["bank.starts"]
     assert ckpt["global_step"] == 3 and starts.shape == (2, 1024, 1, 1, 1)
     assert not torch.equal(starts[0], starts[1])  # each rank saw other digits
+
+
+@pytest.mark.slow
+def test_two_process_abp_keeps_every_latent_on_every_rank(tmp_path):
+    """Each rank infers the latents of its shard and gathers the others', so the banks stay identical."""
+    recipe = str(ROOT / "conf" / "experiments" / "abp_faces.yaml")
+    small = ["--trainer.max_steps=4", "--data.batch_size=30", "--model.generator_steps=2", "--data.image_size=16"]
+    small += ["--model.generator.channels=[8, 4]"]
+    run_ddp(["--config", recipe, *small, "--trainer.callbacks+=tests.probes.RankProbe"], tmp_path)
+    (run,) = run_dirs(tmp_path)
+    probes = [torch.load(run / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for a, b in zip(probes[0]["params"], probes[1]["params"]):
+        assert torch.equal(a, b)
+    assert torch.equal(probes[0]["latents"], probes[1]["latents"])
+    trained = (probes[0]["latents"] != probes[0]["initial"]).flatten(1).any(1)
+    assert int(trained.sum()) == 180  # 4 steps x 2 ranks x 30 faces, stored on both ranks: every training face

@@ -96,11 +96,11 @@ class EBMModule(LightningModule):
     @staticmethod
     def images(batch: Any) -> Tensor:
         """The observed images ``(B, *sample_shape)`` of a batch: the batch itself, its ``"image"`` entry (the
-        ``datamodules`` image sets), or its first element (``(x, y)`` pairs)."""
+        ``datamodules`` image sets) or ``"audio"`` entry (sound clips), or its first element (``(x, y)`` pairs)."""
         if isinstance(batch, Tensor):
             return batch
         if isinstance(batch, Mapping):
-            return batch["image"]
+            return batch["image"] if "image" in batch else batch["audio"]
         return batch[0]
 
     def sample_stages(self, n: int, *, rng: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -15,10 +15,9 @@ from torch import Tensor
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
 from lightning_ebm.nets.descriptors import Descriptor, ObjectDescriptor
-from lightning_ebm.nets.generators import Generator, SceneGenerator
+from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
 
 DescriptorFactory = Callable[[Sequence[int]], Descriptor]
-GeneratorFactory = Callable[[Sequence[int]], Generator]
 
 
 class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):

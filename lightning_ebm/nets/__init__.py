@@ -7,7 +7,7 @@ from lightning_ebm.nets.descriptors import (
     ObjectDescriptor,
     TextureDescriptor,
 )
-from lightning_ebm.nets.generators import Generator, SceneGenerator, TextureGenerator
+from lightning_ebm.nets.generators import Generator, SceneGenerator, SoundGenerator, TextureGenerator
 
 __all__ = [
     "Descriptor",
@@ -16,6 +16,7 @@ __all__ = [
     "MultigridDescriptor",
     "ObjectDescriptor",
     "SceneGenerator",
+    "SoundGenerator",
     "TextureDescriptor",
     "TextureGenerator",
 ]

@@ -5,7 +5,8 @@ Transposed convolutions with kernel 5, stride 2, padding 2 and output padding 1 
 MatConvNet crop [1, 2, 1, 2] and TF's SAME do the same).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from torch import Tensor, nn
 
@@ -45,6 +46,10 @@ class Generator(nn.Module):
         super().__init__()
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.latent_shape = tuple(int(s) for s in latent_shape)
+
+
+GeneratorFactory = Callable[[Sequence[int]], Generator]
+"""What methods take to build a generator: a class or partial called with the sample shape."""
 
 
 class SceneGenerator(Generator):
@@ -137,4 +142,56 @@ class TextureGenerator(Generator):
 
     def forward(self, z: Tensor) -> Tensor:
         """``z: (B, z_channels, h, w) -> (B, C, H, W)`` in [-1, 1]."""
+        return self.body(z)
+
+
+class SoundGenerator(Generator):
+    """The 1-D sound generator of the ABP code (``audioGeneratorNet_60.m``; Han et al., AAAI 2017).
+
+    A ``(1, T / factor^k)`` latent (1×60 for 60,000 samples) → one transposed convolution with kernel 25 and stride
+    ``factor`` (×10) per entry of ``channels`` (256, 128), batch norm and ReLU after each, then a last one to one
+    channel and tanh. Padding 8 and output padding 1 make each layer exactly ×``factor`` for kernel 25 and factor 10
+    (the MatConvNet crop [0, 0, 7, 8]).
+
+    Args:
+        sample_shape: ``(1, T)``, T a multiple of ``factor^(len(channels) + 1)``.
+        channels: hidden channels.
+        kernel_size: temporal kernel of every layer.
+        factor: upsampling of every layer.
+        activation: hidden activation class.
+        init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        channels: Sequence[int] = (256, 128),
+        kernel_size: int = 25,
+        factor: int = 10,
+        activation: type[nn.Module] = nn.ReLU,
+        init_std: float | None = 0.005,
+    ) -> None:
+        c, length = (int(s) for s in sample_shape)
+        total = factor ** (len(channels) + 1)
+        if length % total:
+            raise ValueError(
+                f"SoundGenerator with {len(channels) + 1} layers of x{factor} needs a clip length that is a multiple "
+                f"of {total}, got {length}: change the data's clip_length or the number of channel entries"
+            )
+        super().__init__(sample_shape, (1, length // total))
+        crop = kernel_size - factor  # (L - 1)·factor + kernel - crop = L·factor
+        up = partial(nn.ConvTranspose1d, kernel_size=kernel_size, stride=factor)
+        up = partial(up, padding=(crop + 1) // 2, output_padding=(crop + 1) // 2 * 2 - crop)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c_out in channels:
+            layers += [up(c_in, c_out), nn.BatchNorm1d(c_out, track_running_stats=False), activation()]
+            c_in = c_out
+        layers += [up(c_in, c), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        init_gaussian(self, init_std)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``z: (B, 1, T / factor^k) -> (B, C, T)`` in [-1, 1]."""
         return self.body(z)

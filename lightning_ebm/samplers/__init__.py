@@ -1,7 +1,7 @@
 """Pure sampling functions (descriptor and generator-posterior Langevin) and the persistent state they continue
 from."""
 
-from lightning_ebm.samplers.banks import Bank, ChainBank
+from lightning_ebm.samplers.banks import Bank, ChainBank, LatentBank
 from lightning_ebm.samplers.langevin import langevin, posterior_langevin
 
-__all__ = ["Bank", "ChainBank", "langevin", "posterior_langevin"]
+__all__ = ["Bank", "ChainBank", "LatentBank", "langevin", "posterior_langevin"]

@@ -90,3 +90,80 @@ class ChainBank(Bank):
         )
         index = (torch.arange(self.n_chains) + rank * self.n_chains) % pool.shape[0]
         self.chains = pool[index].clone()
+
+
+class LatentBank(Bank):
+    """One latent vector per training example, indexed by the example's index in the dataset (ABP's persistent z).
+
+    Alternating back-propagation (Han et al., AAAI 2017) warm-starts each example's latent inference from where
+    the previous epoch left it (``syn_mats`` in the released code), so the latents are state, not noise. Every
+    process holds the whole bank and :meth:`set` is given the updates of every process (the host gathers them),
+    so the bank stays identical on all ranks however the DistributedSampler deals the examples out each epoch; a
+    checkpoint therefore needs one copy, and a run may resume on another number of processes.
+
+    The bank grows to the largest index seen. New entries are drawn from a generator seeded by ``seed`` and their
+    index block, so that every rank initialises the same example to the same vector.
+
+    Args:
+        shape: shape of one latent vector.
+        init: ``"normal"`` (N(0, I), the object code) or ``"zeros"`` (the sound code).
+        seed: seed of the initial values.
+    """
+
+    _BLOCK = 1024
+
+    def __init__(self, shape: Sequence[int], init: str = "normal", seed: int = 0) -> None:
+        if init not in ("normal", "zeros"):
+            raise ValueError(f"LatentBank init must be 'normal' or 'zeros', got {init!r}")
+        self.shape = tuple(int(s) for s in shape)
+        self.init, self.seed = init, seed
+        self.latents = torch.empty((0, *self.shape))
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def _grow(self, size: int) -> None:
+        blocks = []
+        for start in range(len(self), size, self._BLOCK):
+            block = (self._BLOCK, *self.shape)
+            if self.init == "zeros":
+                blocks.append(torch.zeros(block))
+            else:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
+                blocks.append(torch.randn(block, generator=g))
+        if blocks:
+            self.latents = torch.cat([self.latents.cpu(), *blocks]).to(self.latents.device)
+
+    def get(self, index: Tensor) -> Tensor:
+        """The latents ``(B, *shape)`` of the examples ``index (B,)``, on ``index``'s device."""
+        index = index.long()
+        if index.numel() and int(index.min()) < 0:
+            raise ValueError("LatentBank indices must be >= 0: batches need the example's 'index' in the dataset")
+        if index.numel():
+            self._grow(int(index.max()) + 1)
+        if self.latents.device != index.device:
+            self.latents = self.latents.to(index.device)
+        return self.latents[index].clone()
+
+    def set(self, index: Tensor, z: Tensor) -> None:
+        """Store ``z (B, *shape)`` for the examples ``index (B,)`` (detached; later rows win for repeated ones)."""
+        if tuple(z.shape[1:]) != self.shape or z.shape[0] != index.shape[0]:
+            raise ValueError(
+                f"LatentBank holds latents of shape {self.shape}; got {tuple(z.shape)} for {index.shape[0]} indices"
+            )
+        index = index.long().to(self.latents.device)
+        self._grow(int(index.max()) + 1)
+        self.latents[index] = z.detach().to(self.latents.device, self.latents.dtype)
+
+    def rank_state(self) -> Tensor | None:
+        """The whole bank (the same on every rank), or ``None`` while empty."""
+        return self.latents if len(self) else None
+
+    def restore(self, gathered: Tensor, rank: int, world_size: int) -> None:
+        """Take the bank from the saved ``(W_saved, N, *shape)`` stack (every saved rank holds the same bank)."""
+        if tuple(gathered.shape[2:]) != self.shape:
+            raise ValueError(
+                f"the checkpoint's latents have shape {tuple(gathered.shape[2:])} but this model's are {self.shape}: "
+                "use the generator settings the checkpoint was trained with"
+            )
+        self.latents = gathered[0].clone()

@@ -1,0 +1,140 @@
+"""Alternating back-propagation for the generator network.
+
+Han, Lu, Zhu, Wu, "Alternating Back-Propagation for Generator Network", AAAI 2017 (``reference/methods.md`` §6).
+The generator ``x = g(z) + N(0, s² I)``, ``z ~ N(0, I)``, is learned without an encoder or a discriminator: each
+training example keeps its own latent vector, revised by Langevin dynamics on the posterior p(z | x) (inferential
+back-propagation), and the generator takes one step on the reconstruction of the examples from their latents
+(learning back-propagation).
+"""
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_ebm.methods.base import EBMModule
+from lightning_ebm.mixins import GeneratorMixin
+from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
+from lightning_ebm.samplers.banks import LatentBank
+
+
+class AlternatingBackprop(GeneratorMixin, EBMModule):
+    """Alternating back-propagation: persistent per-example latents, Langevin inference, one generator step.
+
+    One iteration on a batch of examples ``x_i`` with dataset indices ``i`` (Han et al., AAAI 2017, Algorithm 1):
+
+    1. inferential back-propagation: ``z_i`` ← ``generator_steps`` Langevin steps (``generator_noise=False``:
+       gradient descent, the code's ``alter_grad``) on ``log p(x_i, z_i)``, started from the example's latent of the
+       previous epoch (``LatentBank``; N(0, I) or zeros the first time);
+    2. learning back-propagation: one optimiser step on ``mean_i Σ_pixels m ⊙ (x_i − g(z_i))² / (2 s²)``, with the
+       inferred latents held fixed; then the latents are stored for the next epoch.
+
+    ``m`` is the batch's ``"mask"`` when the data provides one (1 on observed pixels): learning from incomplete data
+    masks the residual in both steps, as the released ``vl_gan.m`` does. The inference steps run with the generator's
+    parameters frozen, so they never touch a parameter gradient. Under DDP every process gathers the others' new
+    latents each step, so each one holds the whole bank whatever examples the sampler deals it next epoch.
+
+    :meth:`sample` draws ``z ~ N(0, I)`` and returns ``g(z)``. :meth:`evaluate` reconstructs held-out images from
+    latents inferred by ``eval_steps`` steps of gradient descent from zero (``val/recon_error``, the mean squared
+    error per pixel; ``val/recovery_error`` on the hidden pixels when the batch has a mask).
+
+    Args:
+        generator: builds the generator from the sample shape.
+        latent_init: the first latent of each example: ``"normal"`` (the object and texture codes) or ``"zeros"``
+            (the sound code).
+        eval_steps: inference steps for held-out images (``None``: ``generator_steps``).
+        **kwargs: ``generator_*`` (:class:`~lightning_ebm.mixins.GeneratorMixin`: steps, δ, s, noise) and
+            ``sample_shape``, ``optimizer``, ``lr_scheduler``.
+    """
+
+    def __init__(
+        self,
+        generator: GeneratorFactory = SceneGenerator,
+        *,
+        latent_init: Literal["normal", "zeros"] = "normal",
+        eval_steps: int | None = None,
+        generator_steps: int = 30,
+        generator_step_size: float = 0.3,
+        generator_sigma: float = 0.3,
+        generator_noise: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            generator_steps=generator_steps,
+            generator_step_size=generator_step_size,
+            generator_sigma=generator_sigma,
+            generator_noise=generator_noise,
+            **kwargs,
+        )
+        self.save_hyperparameters("latent_init", "eval_steps")
+        self.generator = generator(self.sample_shape)
+        self.latents = LatentBank(self.generator.latent_shape, latent_init, seed=torch.initial_seed() % 2**31)
+
+    # ----------------------------------------------------------------------------------------------- model
+    def generate(self, z: Tensor) -> Tensor:
+        """The generator's ``g(z): (B, *latent_shape) -> (B, *sample_shape)``."""
+        return self.generator(z)
+
+    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
+        """``g(z)`` for ``n`` draws of ``z ~ N(0, I)``: ``(n, *sample_shape)`` in [-1, 1]."""
+        g = self.seeded_rng() if rng is None else rng
+        with torch.no_grad():
+            z = torch.randn((n, *self.generator.latent_shape), generator=g, device=self.device)
+            return self.generate(z).clamp(-1, 1)
+
+    def reconstruction_loss(self, x: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
+        """``mean_i Σ_pixels m ⊙ (x_i − g(z_i))² / (2 s²)``: minus the log-likelihood of the batch, up to a constant."""
+        residual = x - self.generate(z)
+        if mask is not None:
+            residual = residual * mask
+        return residual.pow(2).flatten(1).sum(1).mean() / (2 * self.hparams.generator_sigma**2)
+
+    # -------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Infer the batch's latents from where they were, then return the generator's loss on them."""
+        if not isinstance(batch, dict) or "index" not in batch:
+            raise ValueError(
+                "AlternatingBackprop keeps one latent vector per training example, so batches must be dicts with the "
+                "examples' dataset 'index' (as every datamodules image set gives)"
+            )
+        x, index, mask = self.images(batch), batch["index"], batch.get("mask")
+        z = self.infer_latent(x, self.latents.get(index), mask=mask)
+        loss = self.reconstruction_loss(x, z, mask)
+        self.check_finite(loss, "the generator loss")
+        self._store(index, z)
+        observed = x.numel() if mask is None else mask.expand_as(x).sum()
+        with torch.no_grad():
+            error = (self.generate(z) - x).pow(2).mul(1 if mask is None else mask).sum() / observed
+        self.log_dict({"train/loss": loss, "train/recon_error": error}, prog_bar=True)
+        return loss
+
+    def _store(self, index: Tensor, z: Tensor) -> None:
+        """Keep every process's new latents (gathered under DDP) for the next epoch."""
+        if self._world_size() > 1:
+            index, z = self.all_gather(index).flatten(0, 1), self.all_gather(z).flatten(0, 1)
+        self.latents.set(index, z)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Log :meth:`evaluate` under ``val/`` (with the batch's mask when it has one)."""
+        self.log_dict({f"val/{k}": v for k, v in self._evaluate_batch(batch).items()}, sync_dist=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Log :meth:`evaluate` under ``test/``."""
+        self.log_dict({f"test/{k}": v for k, v in self._evaluate_batch(batch).items()}, sync_dist=True)
+
+    def _evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
+        mask = batch.get("mask") if isinstance(batch, dict) else None
+        return self.evaluate(self.images(batch), mask=mask)
+
+    def evaluate(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Reconstruct held-out ``x`` from latents inferred on its (observed) pixels; mean squared errors."""
+        z0 = torch.zeros((x.shape[0], *self.generator.latent_shape), device=x.device)
+        steps = self.hparams.eval_steps
+        z = self.infer_latent(x, z0, mask=mask, n_steps=steps, noise=False, rng=self.seeded_rng(7))
+        with torch.no_grad():
+            squared = (self.generate(z) - x).pow(2)
+        out = {"recon_error": squared.mean()}
+        if mask is not None:
+            hidden = (1 - mask).expand_as(x)
+            out["recovery_error"] = (squared * hidden).sum() / hidden.sum().clamp_min(1)
+        return out
