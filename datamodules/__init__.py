@@ -10,6 +10,7 @@ from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.imagenet import ImageNetDataModule
 from datamodules.lfw import LFWDataModule
+from datamodules.occlusion import Occlusion
 from datamodules.photos import PhotoPatchesDataModule
 from datamodules.textures import TextureDataModule
 
@@ -21,6 +22,7 @@ __all__ = [
     "ImageFolderDataModule",
     "ImageNetDataModule",
     "LFWDataModule",
+    "Occlusion",
     "PhotoPatchesDataModule",
     "TextureDataModule",
 ]

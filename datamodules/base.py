@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import Mode
 from datamodules.loading import ArrayImages, EpochShuffle, ImageLoader, ImageTransform
+from datamodules.occlusion import Occluded, Occlusion
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -41,12 +42,23 @@ class ImageDataModule(LightningDataModule):
         batch_size: images per step and process.
         num_workers: DataLoader worker processes (decoding happens there).
         n_predict: samples that ``predict`` draws.
+        occlusion: hide pixels of every image, the same ones each epoch: batches then carry a ``"mask"``
+            (1 = observed) for learning from incomplete data.
     """
 
     train_set: Dataset
     val_set: Dataset | None
 
-    def __init__(self, *, image_size: int, mode: Mode, batch_size: int, num_workers: int, n_predict: int) -> None:
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        mode: Mode,
+        batch_size: int,
+        num_workers: int,
+        n_predict: int,
+        occlusion: Occlusion | None = None,
+    ) -> None:
         super().__init__()
         for name, value in (("image_size", image_size), ("batch_size", batch_size), ("n_predict", n_predict)):
             if value < 1:
@@ -55,6 +67,7 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"{type(self).__name__} needs num_workers >= 0, got {num_workers}")
         self.image_size, self.mode = image_size, mode
         self.batch_size, self.num_workers, self.n_predict = batch_size, num_workers, n_predict
+        self.occlusion = occlusion
         self._shuffle_seed: int | None = None
         self._resume_batches = 0
 
@@ -64,6 +77,8 @@ class ImageDataModule(LightningDataModule):
         return (1 if self.mode == "L" else 3, self.image_size, self.image_size)
 
     def _loader(self, dataset: Dataset, train: bool) -> ImageLoader:
+        if self.occlusion is not None:
+            dataset = Occluded(dataset, self.occlusion)
         if train and self._shuffle_seed is None:
             self._shuffle_seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
         return ImageLoader(

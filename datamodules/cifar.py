@@ -11,6 +11,7 @@ import torch
 from datamodules.base import ImageDataModule
 from datamodules.image_io import Mode, Scaling
 from datamodules.loading import ArrayImages, ImageTransform
+from datamodules.occlusion import Occlusion
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
@@ -37,6 +38,7 @@ class Cifar10DataModule(ImageDataModule):
         batch_size: images per step and process.
         num_workers: DataLoader worker processes.
         n_predict: samples that ``predict`` draws.
+        occlusion: hide pixels of every image (a ``"mask"`` in each batch), for learning from incomplete data.
     """
 
     def __init__(
@@ -51,9 +53,15 @@ class Cifar10DataModule(ImageDataModule):
         batch_size: int = 100,
         num_workers: int = 0,
         n_predict: int = 64,
+        occlusion: Occlusion | None = None,
     ) -> None:
         super().__init__(
-            image_size=image_size, mode=mode, batch_size=batch_size, num_workers=num_workers, n_predict=n_predict
+            image_size=image_size,
+            mode=mode,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            n_predict=n_predict,
+            occlusion=occlusion,
         )
         self.save_hyperparameters()
         folder = Path(root).expanduser()

@@ -6,6 +6,7 @@ from typing import Literal
 from datamodules.base import ImageDataModule, split_indices
 from datamodules.image_io import Mode, Scaling, list_images
 from datamodules.loading import ImageFiles, ImageTransform, OnCorrupt
+from datamodules.occlusion import Occlusion
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -31,6 +32,7 @@ class ImageFolderDataModule(ImageDataModule):
         num_workers: decoding worker processes per process.
         on_corrupt: an unreadable file is skipped and counted (``"skip"``) or stops the run (``"fail"``).
         n_predict: samples that ``predict`` draws.
+        occlusion: hide pixels of every image (a ``"mask"`` in each batch), for learning from incomplete data.
     """
 
     def __init__(
@@ -49,9 +51,15 @@ class ImageFolderDataModule(ImageDataModule):
         num_workers: int = 4,
         on_corrupt: OnCorrupt = "skip",
         n_predict: int = 64,
+        occlusion: Occlusion | None = None,
     ) -> None:
         super().__init__(
-            image_size=image_size, mode=mode, batch_size=batch_size, num_workers=num_workers, n_predict=n_predict
+            image_size=image_size,
+            mode=mode,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            n_predict=n_predict,
+            occlusion=occlusion,
         )
         self.save_hyperparameters()
         self.root = Path(root).expanduser()

@@ -6,6 +6,7 @@ import torch
 from datamodules.base import ImageDataModule, split_arrays
 from datamodules.image_io import Scaling
 from datamodules.loading import ImageTransform
+from datamodules.occlusion import Occlusion
 from datamodules.textures import skimage_data_dir
 
 
@@ -19,6 +20,7 @@ class LFWDataModule(ImageDataModule):
         batch_size: images per step and process.
         num_workers: DataLoader worker processes.
         n_predict: samples that ``predict`` draws.
+        occlusion: hide pixels of every image (a ``"mask"`` in each batch), for learning from incomplete data.
     """
 
     def __init__(
@@ -30,9 +32,15 @@ class LFWDataModule(ImageDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         n_predict: int = 64,
+        occlusion: Occlusion | None = None,
     ) -> None:
         super().__init__(
-            image_size=image_size, mode="L", batch_size=batch_size, num_workers=num_workers, n_predict=n_predict
+            image_size=image_size,
+            mode="L",
+            batch_size=batch_size,
+            num_workers=num_workers,
+            n_predict=n_predict,
+            occlusion=occlusion,
         )
         self.save_hyperparameters()
         folder = skimage_data_dir()

@@ -260,3 +260,19 @@ def test_a_run_resumed_mid_epoch_reads_the_batches_of_the_uninterrupted_one(tmp_
     assert resumed == straight[600:]
     for a, b in zip(model.parameters(), again.parameters()):
         assert torch.equal(a, b)
+
+
+def test_occlusion_masks_are_fixed_per_image_and_hide_what_was_asked():
+    from datamodules import Occlusion
+
+    block = Occlusion("block", size=5)
+    mask = block.mask(16, 16, index=3)
+    assert mask.shape == (1, 16, 16) and int((mask == 0).sum()) == 25
+    assert torch.equal(mask, block.mask(16, 16, index=3)) and not torch.equal(mask, block.mask(16, 16, index=4))
+    noisy = Occlusion("salt_pepper", fraction=0.3).mask(64, 64, index=0)
+    assert abs(float((noisy == 0).float().mean()) - 0.3) < 0.03
+    with pytest.raises(ValueError, match="does not fit 4x4"):
+        block.mask(4, 4, index=0)
+    data = DigitsDataModule(image_size=16, batch_size=8, occlusion=block)
+    first, again = (next(iter(data.val_dataloader())) for _ in range(2))
+    assert first["mask"].shape == (8, 1, 16, 16) and torch.equal(first["mask"], again["mask"])

@@ -168,3 +168,16 @@ def test_sound_recipe_learns_from_generated_tones_and_writes_wav_files(tmp_path)
     assert len(wavs) == 4 and next((run / "audio").glob("*.png")).stat().st_size > 0
     sound, rate = soundfile.read(wavs[0])
     assert rate == 11025 and sound.shape == (1000,) and np.abs(sound).max() <= 1
+
+
+def test_inpainting_recipe_learns_from_occluded_faces_and_scores_the_recovery(tmp_path):
+    from tests.conftest import DEBUG, ROOT, run_cli, run_dirs
+
+    recipes = ["--config", str(ROOT / "conf" / "experiments" / "abp_inpainting.yaml")]
+    small = ["--data.batch_size=8", "--trainer.max_steps=2", "--model.generator_steps=2", "--data.image_size=16"]
+    small += ["--model.generator.channels=[8, 4]", "--data.occlusion.size=6"]
+    run_cli("fit", *recipes, "--config", DEBUG, *small, root=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    metrics = run_cli("validate", "--ckpt_path", ckpt, "--trainer.logger=false", root=tmp_path).trainer.callback_metrics
+    assert torch.isfinite(metrics["val/recovery_error"]) and torch.isfinite(metrics["val/recon_error"])
