@@ -12,15 +12,24 @@ from datamodules import DigitsDataModule
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_for(recipe: Path, name: str, extra: list[str], seconds: int, root: Path) -> tuple[Path, float, int]:
-    """``fit`` the recipe (plus ``extra`` flags) for ``seconds`` (``--trainer.max_time``) in a fresh process.
+def train_for(
+    recipe: Path, name: str, extra: list[str], seconds: int | None, root: Path, steps: int | None = None
+) -> tuple[Path, float, int]:
+    """``fit`` the recipe (plus ``extra`` flags) in a fresh process for ``seconds`` (``--trainer.max_time``, no step
+    limit) or, with ``seconds=None``, for ``steps`` iterations (``None``: the recipe's ``max_steps``).
 
     Returns the last checkpoint, the wall time including start-up, and the number of training iterations.
     """
-    clock = time.strftime("%H:%M:%S", time.gmtime(seconds))
     cmd = [sys.executable, "-m", "lightning_ebm", "fit", "--config", str(recipe), *extra]
-    cmd += [f"--trainer.max_time=00:{clock}", "--trainer.max_steps=-1", "--trainer.logger=false"]
-    cmd += ["--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root / name}"]
+    if seconds is not None:
+        cmd += [f"--trainer.max_time=00:{time.strftime('%H:%M:%S', time.gmtime(seconds))}", "--trainer.max_steps=-1"]
+    elif steps is not None:
+        cmd += [f"--trainer.max_steps={steps}"]
+    cmd += [
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root / name}",
+    ]
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:

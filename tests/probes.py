@@ -5,6 +5,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lightning_ebm.samplers import LatentBank
+
 
 class RankProbe(Callback):
     """Write ``probe_rank<r>.pt`` (parameters, chains, the noise generator's state) into the run directory."""
@@ -25,7 +27,7 @@ class RankProbe(Callback):
 def _latents(pl_module: LightningModule) -> dict[str, torch.Tensor]:
     """ABP's latent bank and the values its entries started from (a fresh bank with the same seed)."""
     bank = getattr(pl_module, "latents", None)
-    if bank is None:
+    if not isinstance(bank, LatentBank):
         return {}
     fresh = type(bank)(bank.shape, bank.init, bank.seed)
     index = torch.arange(len(bank))

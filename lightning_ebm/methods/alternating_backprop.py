@@ -35,8 +35,8 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
     latents each step, so each one holds the whole bank whatever examples the sampler deals it next epoch.
 
     :meth:`sample` draws ``z ~ N(0, I)`` and returns ``g(z)``. :meth:`evaluate` reconstructs held-out images from
-    latents inferred by ``eval_steps`` steps of gradient descent from zero (``val/recon_error``, the mean squared
-    error per pixel; ``val/recovery_error`` on the hidden pixels when the batch has a mask).
+    latents inferred by ``eval_steps`` steps of gradient descent from N(0, I) draws (``val/recon_error``, the mean
+    squared error per pixel; ``val/recovery_error`` on the hidden pixels when the batch has a mask).
 
     Args:
         generator: builds the generator from the sample shape.
@@ -128,9 +128,11 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
 
     def evaluate(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Reconstruct held-out ``x`` from latents inferred on its (observed) pixels; mean squared errors."""
-        z0 = torch.zeros((x.shape[0], *self.generator.latent_shape), device=x.device)
-        steps = self.hparams.eval_steps
-        z = self.infer_latent(x, z0, mask=mask, n_steps=steps, noise=False, rng=self.seeded_rng(7))
+        g = self.seeded_rng(7)
+        # from N(0, I), as training starts: from z = 0 every image would give the generator's batch norm the same
+        # input, zero variance, and a gradient blown up by 1/sqrt(eps)
+        z0 = torch.randn((x.shape[0], *self.generator.latent_shape), generator=g, device=x.device)
+        z = self.infer_latent(x, z0, mask=mask, n_steps=self.hparams.eval_steps, noise=False, rng=g)
         with torch.no_grad():
             squared = (self.generate(z) - x).pow(2)
         out = {"recon_error": squared.mean()}
