@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from budget import ROOT, digit_halves, train_for
+from budget import ROOT, digit_halves, print_swd_table, train_for
 
 from callbacks.images import make_grid, save_png, to_uint8
 from lightning_ebm.methods import CoopNets, GenerativeConvNet
@@ -62,10 +62,7 @@ def main() -> None:
             rows.append((f"{name} ({steps} iterations, {wall:.0f} s with start-up)", swd(samples, held)))
     rows.append(("the training half of the digits (the floor)", swd(train_half, held)))
     rows.append(("uniform noise", swd(torch.rand_like(held) * 2 - 1, held)))
-    print(f"# {len(held)} held-out 16x16 digits; training budget {args.seconds} s each; torch {torch.__version__}")
-    print("\n| samples | SWD x1e3 against the held-out half |\n| --- | ---: |")
-    for name, value in rows:
-        print(f"| {name} | {value:.1f} |")
+    print_swd_table(rows, len(held), args.seconds)
 
 
 if __name__ == "__main__":

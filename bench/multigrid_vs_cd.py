@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from budget import ROOT, digit_halves, train_for
+from budget import ROOT, digit_halves, print_swd_table, train_for
 
 from callbacks.images import make_grid, save_png, to_uint8
 from lightning_ebm.methods import ContrastiveDivergence, MultigridMCD
@@ -95,10 +95,7 @@ def main() -> None:
     if args.grids is not None:
         for name, x in samples.items():
             save_png(make_grid(to_uint8(x[:64]), nrow=8), args.grids / f"{name.replace(' ', '_')}.png")
-    print(f"# {len(held)} held-out 16x16 digits; training budget {args.seconds} s each; torch {torch.__version__}")
-    print("\n| samples | SWD x1e3 against the held-out half |\n| --- | ---: |")
-    for name, value in rows:
-        print(f"| {name} | {value:.1f} |")
+    print_swd_table(rows, len(held), args.seconds)
 
 
 if __name__ == "__main__":
