@@ -151,7 +151,7 @@ def test_sound_recipe_learns_from_generated_tones_and_writes_wav_files(tmp_path)
     import numpy as np
     import soundfile
 
-    from tests.conftest import DEBUG, ROOT, run_cli, run_dirs
+    from tests.conftest import ROOT, run_cli, run_dirs
 
     sounds = tmp_path / "sounds"
     sounds.mkdir()
@@ -161,13 +161,16 @@ def test_sound_recipe_learns_from_generated_tones_and_writes_wav_files(tmp_path)
     recipe = str(ROOT / "conf" / "experiments" / "abp_sound.yaml")
     small = [f"--data.root={sounds}", "--data.clip_length=1000", "--data.batch_size=4", "--trainer.max_steps=3"]
     small += ["--model.generator.channels=[8, 4]", "--model.generator_steps=2"]
-    cli = run_cli("fit", "--config", recipe, "--config", DEBUG, *small, root=tmp_path / "out")
+    small += ["--trainer.enable_progress_bar=false"]  # and the default logger: wandb, offline here
+    cli = run_cli("fit", "--config", recipe, *small, root=tmp_path / "out")
     assert cli.trainer.global_step == 3 and cli.model.generator.latent_shape == (1, 1)
     (run,) = run_dirs(tmp_path / "out")
     wavs = sorted((run / "audio").glob("*.wav"))
     assert len(wavs) == 4 and next((run / "audio").glob("*.png")).stat().st_size > 0
     sound, rate = soundfile.read(wavs[0])
     assert rate == 11025 and sound.shape == (1000,) and np.abs(sound).max() <= 1
+    logged = list(run.glob("wandb/offline-run-*/files/media/audio/*.wav"))
+    assert len(logged) == 4 and soundfile.read(logged[0])[0].shape == (1000,)
 
 
 def test_inpainting_recipe_learns_from_occluded_faces_and_scores_the_recovery(tmp_path):
