@@ -8,11 +8,11 @@ from typing import Literal
 
 import soundfile
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import split_indices
+from datamodules.resumable import ResumableData
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -67,7 +67,7 @@ class AudioClips(torch.utils.data.Dataset):
         return {"audio": self.clips[i], "index": i}
 
 
-class AudioDataModule(LightningDataModule):
+class AudioDataModule(ResumableData):
     """Sound files cut into fixed-length mono clips at one sample rate, scaled to [-1, 1].
 
     Each file (WAV, FLAC or OGG, found recursively under a folder, or listed) is mixed down to mono, resampled to
@@ -158,10 +158,9 @@ class AudioDataModule(LightningDataModule):
         return (1, self.hparams.clip_length)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled clips."""
-        return DataLoader(
-            self.train_set, batch_size=self.hparams.batch_size, shuffle=True, num_workers=self.hparams.num_workers
-        )
+        """Shuffled clips, in an order fixed by the run seed and the epoch; a run resumed mid-epoch continues it."""
+        hp = self.hparams
+        return self.resumable_loader(self.train_set, batch_size=hp.batch_size, num_workers=hp.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         """The held-out clips, or nothing."""

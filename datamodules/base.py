@@ -2,12 +2,12 @@
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import Mode
-from datamodules.loading import ArrayImages, EpochShuffle, ImageLoader, ImageTransform
+from datamodules.loading import ArrayImages, ImageLoader, ImageTransform
 from datamodules.occlusion import Occluded, Occlusion
+from datamodules.resumable import ResumableData
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -30,7 +30,7 @@ def split_arrays(
     ) if held else None
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(ResumableData):
     """Base of the DataModules whose items are ``{"image", "label", "index"}`` dicts (see ``datamodules.loading``).
 
     Subclasses set ``self.train_set`` and ``self.val_set`` (``None`` when there is no held-out split) in
@@ -68,8 +68,6 @@ class ImageDataModule(LightningDataModule):
         self.image_size, self.mode = image_size, mode
         self.batch_size, self.num_workers, self.n_predict = batch_size, num_workers, n_predict
         self.occlusion = occlusion
-        self._shuffle_seed: int | None = None
-        self._resume_batches = 0
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -79,37 +77,19 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> ImageLoader:
         if self.occlusion is not None:
             dataset = Occluded(dataset, self.occlusion)
-        if train and self._shuffle_seed is None:
-            self._shuffle_seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
-        return ImageLoader(
-            dataset,
-            skip_batches=self._resume_batches if train else 0,
-            sampler=EpochShuffle(len(dataset), self._shuffle_seed) if train else None,
-            batch_size=self.batch_size,
-            drop_last=train and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        kwargs = {
+            "batch_size": self.batch_size,
+            "drop_last": train and len(dataset) >= self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        return self.resumable_loader(dataset, **kwargs) if train else ImageLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> ImageLoader:
         """Shuffled training batches, in an order fixed by the run seed and the epoch (sharded across DDP ranks by
         Lightning's DistributedSampler); a run resumed mid-epoch starts with the batches it had not trained on."""
-        loader = self._loader(self.train_set, train=True)
-        self._resume_batches = 0
-        return loader
-
-    def state_dict(self) -> dict[str, int]:
-        """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""
-        if self._shuffle_seed is None:
-            return {}
-        done = 0 if self.trainer is None else self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"shuffle_seed": self._shuffle_seed, "batches_done": done}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Continue the checkpointed run's order of batches (called before the loaders are made)."""
-        self._shuffle_seed = state_dict.get("shuffle_seed", self._shuffle_seed)
-        self._resume_batches = state_dict.get("batches_done", 0)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> ImageLoader | list:
         """The held-out split, or nothing (validation is then skipped)."""

@@ -209,7 +209,7 @@ class ImageLoader(DataLoader):
         try:
             for batch in super().__iter__():
                 self.skipped += batch.pop("skipped", [])
-                if "image" in batch:
+                if batch:  # empty when every file of the batch was unreadable
                     yield batch
         finally:
             if inner is not None:

@@ -80,3 +80,17 @@ def test_sound_picture_shows_the_waveform_above_the_spectrogram():
     spectrum = lambda p: p[0, 64:].float().mean(1)  # noqa: E731  rows, top = highest frequency
     assert spectrum(low).argmax() > spectrum(high).argmax()  # the low tone's energy sits lower in the picture
     assert math.isclose(float(low[0, :64].float().mean() / 255), 0.5, abs_tol=0.15)  # a ±0.5 sine fills half
+
+
+def test_a_resumed_run_continues_the_order_of_clips(tmp_path):
+    for i in range(3):
+        soundfile.write(tmp_path / f"{i}.wav", tone(200 + 100 * i, 0.3, 11025), 11025)
+    data = AudioDataModule(str(tmp_path), clip_length=500, short="drop", batch_size=3)  # 18 clips: 6 batches
+    assert len(data.train_set) == 18
+    data.load_state_dict({"shuffle_seed": 3, "batches_done": 0})
+    straight = [b["index"].tolist() for b in data.train_dataloader()]
+    data.load_state_dict({"shuffle_seed": 3, "batches_done": 2})
+    resumed = [b["index"].tolist() for b in data.train_dataloader()]
+    assert len(straight) == 6 and resumed == straight[2:]
+    order = [i for batch in straight for i in batch]
+    assert sorted(order) == list(range(18)) and order != list(range(18))

@@ -1,0 +1,44 @@
+"""Training loaders whose order of batches a resumed run continues exactly, even from the middle of an epoch."""
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import Dataset
+
+from datamodules.loading import EpochShuffle, ImageLoader
+
+
+class ResumableData(LightningDataModule):
+    """Base of DataModules whose training order is fixed by the run seed and the epoch, and whose checkpointed state
+    says how many batches of the current epoch were trained, so that a resumed run skips them (without reading them).
+
+    Lightning restarts a loader that cannot resume from the beginning of the epoch; the shuffle of a plain
+    ``DataLoader`` comes from the global random state. Both would make a resumed run read other batches than the
+    uninterrupted one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shuffle_seed: int | None = None
+        self._resume_batches = 0
+
+    def resumable_loader(self, dataset: Dataset, **kwargs: Any) -> ImageLoader:
+        """A shuffled training loader over ``dataset`` (``kwargs``: DataLoader arguments) that continues the
+        checkpointed run's order."""
+        if self._shuffle_seed is None:
+            self._shuffle_seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
+        skip, self._resume_batches = self._resume_batches, 0
+        return ImageLoader(dataset, skip_batches=skip, sampler=EpochShuffle(len(dataset), self._shuffle_seed), **kwargs)
+
+    def state_dict(self) -> dict[str, int]:
+        """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""
+        if self._shuffle_seed is None:
+            return {}
+        done = 0 if self.trainer is None else self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"shuffle_seed": self._shuffle_seed, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue the checkpointed run's order of batches (called before the loaders are made)."""
+        self._shuffle_seed = state_dict.get("shuffle_seed", self._shuffle_seed)
+        self._resume_batches = state_dict.get("batches_done", 0)
