@@ -82,11 +82,16 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
             z = torch.randn((n, *self.generator.latent_shape), generator=g, device=self.device)
             return self.generate(z).clamp(-1, 1)
 
+    def masked_residual(self, x: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
+        """``m ⊙ (x − g(z))``: the residual on the observed pixels, ``(B, *sample_shape)``."""
+        residual = x - self.generate(z)
+        return residual if mask is None else residual * mask
+
     def reconstruction_loss(self, x: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
         """``mean_i Σ_pixels m ⊙ (x_i − g(z_i))² / (2 s²)``: minus the log-likelihood of the batch, up to a constant."""
-        residual = x - self.generate(z)
-        if mask is not None:
-            residual = residual * mask
+        return self._loss(self.masked_residual(x, z, mask))
+
+    def _loss(self, residual: Tensor) -> Tensor:
         return residual.pow(2).flatten(1).sum(1).mean() / (2 * self.hparams.generator_sigma**2)
 
     # -------------------------------------------------------------------------------------------- training
@@ -99,12 +104,12 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
             )
         x, index, mask = self.images(batch), batch["index"], batch.get("mask")
         z = self.infer_latent(x, self.latents.get(index), mask=mask)
-        loss = self.reconstruction_loss(x, z, mask)
+        residual = self.masked_residual(x, z, mask)
+        loss = self._loss(residual)
         self.check_finite(loss, "the generator loss")
         self._store(index, z)
         observed = x.numel() if mask is None else mask.expand_as(x).sum()
-        with torch.no_grad():
-            error = (self.generate(z) - x).pow(2).mul(1 if mask is None else mask).sum() / observed
+        error = residual.detach().pow(2).sum() / observed
         self.log_dict({"train/loss": loss, "train/recon_error": error}, prog_bar=True)
         return loss
 
@@ -114,15 +119,8 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
             index, z = self.all_gather(index).flatten(0, 1), self.all_gather(z).flatten(0, 1)
         self.latents.set(index, z)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Log :meth:`evaluate` under ``val/`` (with the batch's mask when it has one)."""
-        self.log_dict({f"val/{k}": v for k, v in self._evaluate_batch(batch).items()}, sync_dist=True)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Log :meth:`evaluate` under ``test/``."""
-        self.log_dict({f"test/{k}": v for k, v in self._evaluate_batch(batch).items()}, sync_dist=True)
-
-    def _evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
+    def evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
+        """:meth:`evaluate` with the batch's mask when it has one."""
         mask = batch.get("mask") if isinstance(batch, dict) else None
         return self.evaluate(self.images(batch), mask=mask)
 

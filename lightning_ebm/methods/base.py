@@ -112,13 +112,17 @@ class EBMModule(LightningModule):
         """Scalar measures of the model on held-out images ``x``, logged as ``val/<name>`` and ``test/<name>``."""
         return {}
 
+    def evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
+        """:meth:`evaluate` of a held-out batch's images; methods that need more of the batch (a mask) override it."""
+        return self.evaluate(self.images(batch))
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Log :meth:`evaluate` of the batch under ``val/``."""
-        self.log_dict({f"val/{k}": v for k, v in self.evaluate(self.images(batch)).items()}, sync_dist=True)
+        """Log :meth:`evaluate_batch` under ``val/``."""
+        self.log_dict({f"val/{k}": v for k, v in self.evaluate_batch(batch).items()}, sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Log :meth:`evaluate` of the batch under ``test/``."""
-        self.log_dict({f"test/{k}": v for k, v in self.evaluate(self.images(batch)).items()}, sync_dist=True)
+        """Log :meth:`evaluate_batch` under ``test/``."""
+        self.log_dict({f"test/{k}": v for k, v in self.evaluate_batch(batch).items()}, sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""

@@ -5,7 +5,6 @@ AAAI 2018 (and TPAMI 2020). The generator proposes, the descriptor's Langevin dy
 from the revision, and the generator learns from how its proposals were revised (``reference/methods.md`` §5).
 """
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -14,10 +13,8 @@ from torch import Tensor
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import Descriptor, ObjectDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, ObjectDescriptor
 from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
-
-DescriptorFactory = Callable[[Sequence[int]], Descriptor]
 
 
 class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):

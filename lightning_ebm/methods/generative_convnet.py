@@ -9,7 +9,7 @@ Learning alternates (Algorithm 1, "analysis by synthesis"):
    ``mean_j f(x̃_j) − mean_i f(x_i)`` with x̃ detached.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -18,10 +18,8 @@ from torch import Tensor
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
 from lightning_ebm.mixins import GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import Descriptor, TextureDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, TextureDescriptor
 from lightning_ebm.samplers.banks import ChainBank
-
-DescriptorFactory = Callable[[Sequence[int]], Descriptor]
 
 
 class GenerativeConvNet(LangevinMixin, EBMModule):

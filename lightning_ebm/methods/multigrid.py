@@ -16,10 +16,8 @@ from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import Descriptor, MultigridDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, MultigridDescriptor
 from lightning_ebm.samplers.banks import ChainBank
-
-DescriptorFactory = Callable[[Sequence[int]], Descriptor]
 
 
 def pool_to(x: Tensor, side: int) -> Tensor:

@@ -5,7 +5,7 @@ outputs sums them per sample; sums over the batch happen at the call site, never
 ``reference/methods.md`` §2.2 and §5.3, read from the authors' MatConvNet and TensorFlow codes.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,10 @@ class Descriptor(nn.Module):
                 f"(batch, channels, ...), got a tensor of shape {tuple(x.shape)}: check the data's mode "
                 "(grayscale 'L' or 'RGB') against the net"
             )
+
+
+DescriptorFactory = Callable[[Sequence[int]], Descriptor]
+"""What methods take to build a descriptor: a class or partial called with the sample shape."""
 
 
 def init_gaussian(module: nn.Module, std: float | None) -> None:
