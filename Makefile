@@ -46,6 +46,7 @@ bench: install ## benchmarks (bench/), printed as tables
 	$(PY) bench/coopnets_vs_descriptor.py
 	$(PY) bench/multigrid_vs_cd.py
 	$(PY) bench/abp_vs_pca.py
+	$(PY) bench/abp_compressed.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache *.egg-info

@@ -76,6 +76,10 @@ def resolve_texture(texture: str) -> list[Path]:
 class TextureCrops(IterableDataset):
     """Random ``crop_size`` crops (or the whole images) of a few texture images, ``length`` samples per epoch.
 
+    Yields ``{"image": (C, H, W)}``; whole images also carry ``"index"``, the image's number, which methods with
+    one latent vector per training example (alternating back-propagation) key on. Crops carry none: each is a new
+    example.
+
     The crop positions come from a generator seeded by the run seed, the rank and the epoch, so each DDP rank
     draws its own crops and a resumed run draws exactly the crops the uninterrupted run would have drawn.
 
@@ -99,15 +103,15 @@ class TextureCrops(IterableDataset):
     def __len__(self) -> int:
         return self.length
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[dict[str, Tensor | int]]:
         seed, epoch, rank = self.seed_epoch_rank()
         g = torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + epoch * 104_729) % 2**63)
         for k in range(self.length):
             image = self.images[k % len(self.images)]
             if self.crop_size is None:
-                yield image
+                yield {"image": image, "index": k % len(self.images)}
                 continue
-            yield random_crop(image, self.crop_size, g)
+            yield {"image": random_crop(image, self.crop_size, g)}
 
 
 class TextureDataModule(LightningDataModule):
@@ -225,7 +229,8 @@ class TextureDataModule(LightningDataModule):
         self._seed = state_dict.get("seed", self._seed)
 
     def train_dataloader(self) -> DataLoader:
-        """Random crops (or the whole images), ``batch_size × batches_per_epoch`` per epoch."""
+        """Random crops (or the whole images, with their ``"index"``), ``batch_size × batches_per_epoch`` per epoch,
+        as ``{"image": (B, C, H, W)}`` batches."""
         hp = self.hparams
         dataset = TextureCrops(self.images, hp.crop_size, hp.batch_size * hp.batches_per_epoch, self._seed_epoch_rank)
         return DataLoader(dataset, batch_size=hp.batch_size)

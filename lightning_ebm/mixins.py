@@ -154,13 +154,15 @@ class GeneratorMixin:
         n_steps: int | None = None,
         noise: bool | None = None,
         rng: torch.Generator | None = None,
+        g: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
         """Revise latents ``z (B, *Z)`` towards the posterior given ``x (B, *S)`` (and a mask of observed pixels);
-        ``n_steps`` and ``noise`` default to ``generator_steps`` and ``generator_noise``."""
+        ``n_steps`` and ``noise`` default to ``generator_steps`` and ``generator_noise``; ``g`` (default
+        ``generate``) maps latents to what ``x`` observes, e.g. ``A g(z)`` for indirect observations."""
         hp = self.hparams
         with frozen(self):
             z = posterior_langevin(
-                self.generate,
+                self.generate if g is None else g,
                 x,
                 z,
                 n_steps=hp.generator_steps if n_steps is None else n_steps,

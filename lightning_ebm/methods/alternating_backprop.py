@@ -15,6 +15,7 @@ from torch import Tensor
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GeneratorMixin
 from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
+from lightning_ebm.nets.observations import ObservationFactory
 from lightning_ebm.samplers.banks import LatentBank
 
 
@@ -30,19 +31,27 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
        inferred latents held fixed; then the latents are stored for the next epoch.
 
     ``m`` is the batch's ``"mask"`` when the data provides one (1 on observed pixels): learning from incomplete data
-    masks the residual in both steps, as the released ``vl_gan.m`` does. The inference steps run with the generator's
+    masks the residual in both steps, as the released ``vl_gan.m`` does. Learning from indirect data (the paper's
+    compressed observations): with an ``observation`` operator ``A`` the model is ``y = A g(z) + N(0, s² I)``, both
+    steps see only ``y = A x`` (computed from the batch's images, which nothing else reads), and ``x − g(z)`` becomes
+    ``y − A g(z)``. The inference steps run with the generator's
     parameters frozen, so they never touch a parameter gradient. Under DDP every process gathers the others' new
     latents each step, so each one holds the whole bank whatever examples the sampler deals it next epoch.
 
     :meth:`sample` draws ``z ~ N(0, I)`` and returns ``g(z)``. :meth:`evaluate` reconstructs held-out images from
-    latents inferred by ``eval_steps`` steps of gradient descent from N(0, I) draws (``val/recon_error``, the mean
-    squared error per pixel; ``val/recovery_error`` on the hidden pixels when the batch has a mask).
+    latents inferred by ``eval_steps`` steps of gradient descent from N(0, I) draws on what training would observe
+    (``val/recon_error``: the mean squared error of ``g(z)`` against the whole image, per pixel;
+    ``val/recovery_error``: on the hidden pixels when the batch has a mask; ``val/observed_error``: of ``A g(z)``
+    against ``y`` with an observation operator, where ``recon_error`` is the recovery of images never seen).
 
     Args:
         generator: builds the generator from the sample shape.
         latent_init: the first latent of each example: ``"normal"`` (the object and texture codes) or ``"zeros"``
             (the sound code).
         eval_steps: inference steps for held-out images (``None``: ``generator_steps``).
+        observation: builds the operator ``A`` of indirect observations from the sample shape
+            (:class:`~lightning_ebm.nets.RandomProjection`, :class:`~lightning_ebm.nets.BlockAverage`); ``None``
+            observes the images themselves.
         **kwargs: ``generator_*`` (:class:`~lightning_ebm.mixins.GeneratorMixin`: steps, δ, s, noise) and
             ``sample_shape``, ``optimizer``, ``lr_scheduler``.
     """
@@ -53,6 +62,7 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
         *,
         latent_init: Literal["normal", "zeros"] = "normal",
         eval_steps: int | None = None,
+        observation: ObservationFactory | None = None,
         generator_steps: int = 30,
         generator_step_size: float = 0.3,
         generator_sigma: float = 0.3,
@@ -68,6 +78,7 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
         )
         self.save_hyperparameters("latent_init", "eval_steps")
         self.generator = generator(self.sample_shape)
+        self.observation = None if observation is None else observation(self.sample_shape)
         self.latents = LatentBank(self.generator.latent_shape, latent_init, seed=torch.initial_seed() % 2**31)
 
     # ----------------------------------------------------------------------------------------------- model
@@ -82,14 +93,33 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
             z = torch.randn((n, *self.generator.latent_shape), generator=g, device=self.device)
             return self.generate(z).clamp(-1, 1)
 
-    def masked_residual(self, x: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
-        """``m ⊙ (x − g(z))``: the residual on the observed pixels, ``(B, *sample_shape)``."""
-        residual = x - self.generate(z)
+    def observe(self, x: Tensor) -> Tensor:
+        """What the model sees of images ``x (B, *sample_shape)``: ``A x`` with an observation operator, else ``x``."""
+        return x if self.observation is None else self.observation(x)
+
+    def observed_generate(self, z: Tensor) -> Tensor:
+        """``A g(z)``: the generator seen through the observation operator (``g(z)`` without one)."""
+        return self.observe(self.generate(z))
+
+    def masked_residual(self, y: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
+        """``m ⊙ (y − A g(z))``: the residual on the observed pixels (or measurements), ``(B, *observed_shape)``."""
+        residual = y - self.observed_generate(z)
         return residual if mask is None else residual * mask
 
-    def reconstruction_loss(self, x: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
-        """``mean_i Σ_pixels m ⊙ (x_i − g(z_i))² / (2 s²)``: minus the log-likelihood of the batch, up to a constant."""
-        return self._loss(self.masked_residual(x, z, mask))
+    def reconstruction_loss(self, y: Tensor, z: Tensor, mask: Tensor | None) -> Tensor:
+        """``mean_i Σ m ⊙ (y_i − A g(z_i))² / (2 s²)``: minus the log-likelihood of the batch, up to a constant."""
+        return self._loss(self.masked_residual(y, z, mask))
+
+    def _observed(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The batch's images, what the model observes of them, and their mask."""
+        x = self.images(batch)
+        mask = batch.get("mask") if isinstance(batch, dict) else None
+        if mask is not None and self.observation is not None:
+            raise ValueError(
+                "AlternatingBackprop got an occlusion mask and an observation operator: learn from occluded or from "
+                "indirect data, not both (set data.occlusion or model.observation to null)"
+            )
+        return x, self.observe(x), mask
 
     def _loss(self, residual: Tensor) -> Tensor:
         return residual.pow(2).flatten(1).sum(1).mean() / (2 * self.hparams.generator_sigma**2)
@@ -102,13 +132,14 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
                 "AlternatingBackprop keeps one latent vector per training example, so batches must be dicts with the "
                 "examples' dataset 'index' (as every datamodules image set gives)"
             )
-        x, index, mask = self.images(batch), batch["index"], batch.get("mask")
-        z = self.infer_latent(x, self.latents.get(index), mask=mask)
-        residual = self.masked_residual(x, z, mask)
+        index = batch["index"]
+        _, y, mask = self._observed(batch)
+        z = self.infer_latent(y, self.latents.get(index), mask=mask, g=self.observed_generate)
+        residual = self.masked_residual(y, z, mask)
         loss = self._loss(residual)
         self.check_finite(loss, "the generator loss")
         self._store(index, z)
-        observed = x.numel() if mask is None else mask.expand_as(x).sum()
+        observed = y.numel() if mask is None else mask.expand_as(y).sum()
         error = residual.detach().pow(2).sum() / observed
         self.log_dict({"train/loss": loss, "train/recon_error": error}, prog_bar=True)
         return loss
@@ -121,19 +152,26 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
 
     def evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
         """:meth:`evaluate` with the batch's mask when it has one."""
-        mask = batch.get("mask") if isinstance(batch, dict) else None
-        return self.evaluate(self.images(batch), mask=mask)
+        x, _, mask = self._observed(batch)
+        return self.evaluate(x, mask=mask)
 
     def evaluate(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Reconstruct held-out ``x`` from latents inferred on its (observed) pixels; mean squared errors."""
+        """Reconstruct held-out ``x`` from latents inferred on what training would observe of it (its observed pixels,
+        or ``A x``); mean squared errors."""
         g = self.seeded_rng(7)
         # from N(0, I), as training starts: from z = 0 every image would give the generator's batch norm the same
         # input, zero variance, and a gradient blown up by 1/sqrt(eps)
         z0 = torch.randn((x.shape[0], *self.generator.latent_shape), generator=g, device=x.device)
-        z = self.infer_latent(x, z0, mask=mask, n_steps=self.hparams.eval_steps, noise=False, rng=g)
+        y = self.observe(x)
+        z = self.infer_latent(
+            y, z0, mask=mask, n_steps=self.hparams.eval_steps, noise=False, rng=g, g=self.observed_generate
+        )
         with torch.no_grad():
-            squared = (self.generate(z) - x).pow(2)
-        out = {"recon_error": squared.mean()}
+            generated = self.generate(z)
+            squared = (generated - x).pow(2)
+            out = {"recon_error": squared.mean()}
+            if self.observation is not None:
+                out["observed_error"] = (self.observe(generated) - y).pow(2).mean()
         if mask is not None:
             hidden = (1 - mask).expand_as(x)
             out["recovery_error"] = (squared * hidden).sum() / hidden.sum().clamp_min(1)

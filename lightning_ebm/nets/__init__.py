@@ -8,13 +8,17 @@ from lightning_ebm.nets.descriptors import (
     TextureDescriptor,
 )
 from lightning_ebm.nets.generators import Generator, SceneGenerator, SoundGenerator, TextureGenerator
+from lightning_ebm.nets.observations import BlockAverage, Observation, RandomProjection
 
 __all__ = [
+    "BlockAverage",
     "Descriptor",
     "Generator",
     "LeakyReLU",
     "MultigridDescriptor",
     "ObjectDescriptor",
+    "Observation",
+    "RandomProjection",
     "SceneGenerator",
     "SoundGenerator",
     "TextureDescriptor",

@@ -197,7 +197,7 @@ def test_photo_patches_hold_out_the_bottom_of_each_photograph():
     dm = PhotoPatchesDataModule(photos=["astronaut", "coffee"], image_size=64, patch_size=16, n_val=8, batch_size=4)
     assert dm.sample_shape == (3, 16, 16)
     assert [x.shape[-2] for x in dm.images] == [48, 48] and [x.shape[-2] for x in dm.held_out] == [16, 16]
-    assert next(iter(dm.train_dataloader())).shape == (4, 3, 16, 16)
+    assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, 16, 16)
     val = next(iter(dm.val_dataloader()))
     assert val.shape == (8, 3, 16, 16) and torch.equal(val, next(iter(dm.val_dataloader())))
     with pytest.raises(ValueError, match="crops of 40 must fit"):

@@ -14,7 +14,9 @@ from tests.conftest import stripes
 def test_shipped_textures_by_name(name):
     dm = TextureDataModule(name, image_size=32)
     assert dm.sample_shape == (1, 32, 32)
-    x = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    x = batch["image"]
+    assert batch["index"].tolist() == [0]
     assert x.shape == (1, 1, 32, 32) and x.min() >= -1 and x.max() <= 1 and x.std() > 0.05
 
 
@@ -52,7 +54,8 @@ def test_file_and_folder_paths(texture_file, tmp_path):
     one = TextureDataModule(str(texture_file), image_size=None)
     both = TextureDataModule(str(texture_file.parent), image_size=None, batch_size=2)
     assert one.sample_shape == (1, 24, 24) and len(both.files) == 2
-    assert next(iter(both.train_dataloader())).shape == (2, 1, 24, 24)
+    batch = next(iter(both.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 24, 24) and batch["index"].tolist() == [0, 1]
 
 
 def test_rgb_mode_and_minmax_scaling(tmp_path):
@@ -87,8 +90,8 @@ def test_minmax_scales_each_image_by_itself():
 def test_resize_and_crops_are_reproducible_per_epoch(texture_file):
     dm = TextureDataModule(str(texture_file), image_size=32, crop_size=16, batch_size=4)
     assert dm.sample_shape == (1, 16, 16)
-    first = next(iter(dm.train_dataloader()))
-    again = next(iter(dm.train_dataloader()))
+    first = next(iter(dm.train_dataloader()))["image"]
+    again = next(iter(dm.train_dataloader()))["image"]
     assert first.shape == (4, 1, 16, 16) and torch.equal(first, again)
     assert not torch.equal(first[0], first[1])  # different crops within a batch
     val = next(iter(dm.val_dataloader()))

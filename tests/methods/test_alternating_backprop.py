@@ -184,3 +184,53 @@ def test_inpainting_recipe_learns_from_occluded_faces_and_scores_the_recovery(tm
     ckpt = str(run / "checkpoints" / "last.ckpt")
     metrics = run_cli("validate", "--ckpt_path", ckpt, "--trainer.logger=false", root=tmp_path).trainer.callback_metrics
     assert torch.isfinite(metrics["val/recovery_error"]) and torch.isfinite(metrics["val/recon_error"])
+
+
+def test_compressed_observations_are_all_the_method_sees_and_update_by_the_published_rule(tmp_path):
+    """With y = A x: z ← Langevin on log p(y, z) for y = A g(z) + noise, then one step on Σ (y − A g(z))² / (2s²);
+    images with the same block averages train the same generator."""
+    from lightning_ebm.nets import BlockAverage
+
+    observe = partial(BlockAverage, factor=4)
+    torch.manual_seed(0)
+    model = make_model(observation=observe)
+    reference = copy.deepcopy(model)
+    trainer(tmp_path / "a", 1).fit(model, data())
+    x, index = IMAGES[:4], torch.arange(4)
+    y = reference.observe(x)
+    assert y.shape == (4, 1, 4, 4)
+    z = reference.infer_latent(y, reference.latents.get(index), g=reference.observed_generate)
+    grads = torch.autograd.grad(reference.reconstruction_loss(y, z, None), list(reference.generator.parameters()))
+    for p, old, grad in zip(model.generator.parameters(), reference.generator.parameters(), grads):
+        torch.testing.assert_close(p, old - 0.01 * grad, rtol=1e-4, atol=1e-6)
+
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8) * 0.3  # zero mean in every 4x4 block
+    same_view = DataLoader([{"image": IMAGES[i] + checker, "index": i} for i in range(8)], batch_size=4)
+    torch.manual_seed(0)
+    other = make_model(observation=observe)
+    trainer(tmp_path / "b", 1).fit(other, same_view)
+    for a, b in zip(model.parameters(), other.parameters()):
+        torch.testing.assert_close(a, b)
+    metrics = model.evaluate(IMAGES[4:])
+    assert set(metrics) == {"recon_error", "observed_error"} and metrics["observed_error"] < metrics["recon_error"]
+
+
+def test_a_mask_with_an_observation_operator_is_refused(tmp_path):
+    from lightning_ebm.nets import RandomProjection
+
+    model = make_model(observation=partial(RandomProjection, ratio=0.5))
+    with pytest.raises(ValueError, match="occluded or from indirect data, not both"):
+        trainer(tmp_path, 1).fit(model, data(mask=torch.ones_like(IMAGES)))
+
+
+def test_texture_recipe_learns_one_image_with_one_latent(tmp_path):
+    from tests.conftest import DEBUG, ROOT, run_cli
+
+    recipe = str(ROOT / "conf" / "experiments" / "abp_texture.yaml")
+    small = ["--data.image_size=32", "--trainer.max_steps=3", "--model.generator_steps=2"]
+    cli = run_cli("fit", "--config", recipe, "--config", DEBUG, *small, root=tmp_path)
+    assert cli.trainer.global_step == 3 and cli.model.generator.latent_shape == (5, 2, 2)
+    bank, first = cli.model.latents, torch.tensor([0])
+    assert len(bank) == 1024 and not torch.equal(bank.get(first), LatentBank(bank.shape, seed=bank.seed).get(first))
+    samples = cli.model.sample(2)
+    assert samples.shape == (2, 1, 32, 32)

@@ -44,7 +44,7 @@ def test_one_iteration_is_the_published_update(tmp_path):
     reference = copy.deepcopy(model)
     trainer(tmp_path, 1).fit(model, data())
 
-    x = next(iter(data().train_dataloader()))
+    x = next(iter(data().train_dataloader()))["image"]
     z = reference.latents(5, reference.rng)
     with torch.no_grad():
         proposal = reference.generate(z)
