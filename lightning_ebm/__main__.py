@@ -1,11 +1,12 @@
-"""``python -m lightning_ebm {fit,validate,test,predict} --config ...``: the whole entry point."""
+"""``python -m lightning_ebm {fit,validate,test,predict} --config ...`` and ``visualize --ckpt_path ... --node ...``:
+the whole entry point."""
 
 import os
 import sys
 import warnings
 from typing import Any
 
-from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV
+from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV, visualize_main
 
 # Lightning warnings that say nothing about a run of this CLI: a deprecation inside Lightning itself, and two that
 # one-batch epochs (a single texture) trigger although logging and data loading are right.
@@ -17,8 +18,15 @@ for _message in (
     warnings.filterwarnings("ignore", message=_message)
 
 
-def cli_main(args: Any = None) -> EBMCLI:
-    """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks."""
+def cli_main(args: Any = None) -> Any:
+    """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks.
+
+    Returns the :class:`EBMCLI` of a Lightning subcommand, or the written grid's path for ``visualize`` (which builds
+    no trainer, so it is parsed on its own).
+    """
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and argv and argv[0] == "visualize":
+        return visualize_main(list(argv[1:]))
     inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
     failed = True
     try:

@@ -237,3 +237,80 @@ class EBMCLI(LightningCLI):
                 init.name = init.get("name") or f"{run_dir.parent.name}/{run_dir.name}"
                 if "WANDB_MODE" not in os.environ and not init.get("offline") and not _wandb_logged_in():
                     os.environ["WANDB_MODE"] = "offline"
+
+
+# ------------------------------------------------------------------------------------------------ visualize
+def load_model(ckpt_path: str | Path) -> EBMModule:
+    """The method a checkpoint of this framework holds (its class is recorded in the checkpoint), on the CPU."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: give a .ckpt file (a run's checkpoints/last.ckpt)")
+    hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path")
+    if class_path is None:
+        raise ValueError(f"{path} does not say which method wrote it (no _class_path): not a lightning_ebm checkpoint?")
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    return cls.load_from_checkpoint(path, map_location="cpu")
+
+
+def visualize_main(args: list[str]) -> Path:
+    """``python -m lightning_ebm visualize --ckpt_path CKPT --node NODE``: sample a node and write a grid.
+
+    Generative visualisation (Dai, Lu and Wu, ICLR 2015): samples ``p(x) ∝ exp(f_node(x)) N(x; 0, σ² I)`` by HMC
+    (or Langevin) from N(0, σ² I) starts, for any node of a trained classifier or descriptor (``lightning_ebm.nodes``;
+    ``--node list`` prints them). σ and the step sizes default to the model's own sampler settings.
+    """
+    import argparse
+
+    from callbacks.images import make_grid, save_png, to_uint8
+    from lightning_ebm.mixins import AcceptanceTracker
+    from lightning_ebm.nodes import describe_nodes, node_function
+    from lightning_ebm.samplers import hmc, langevin
+
+    parser = argparse.ArgumentParser(prog="python -m lightning_ebm visualize", description=visualize_main.__doc__)
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of any method")
+    parser.add_argument("--node", default="score", help="score, class:<k>, layer:<module>:<channel>, or list")
+    parser.add_argument("--n", type=int, default=16, help="number of samples")
+    parser.add_argument("--sampler", choices=["hmc", "langevin"], default="hmc")
+    parser.add_argument("--steps", type=int, default=None, help="HMC iterations or Langevin steps (default 100)")
+    parser.add_argument("--sigma", type=float, default=None, help="σ of the reference (default: the model's)")
+    parser.add_argument("--step_size", type=float, default=None, help="initial HMC ε or Langevin δ")
+    parser.add_argument("--leapfrog_steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="PNG path (default: <run>/visualize/<node>.png)")
+    opts = parser.parse_args(args)
+    model = load_model(opts.ckpt_path).eval()
+    if opts.node == "list":
+        print(describe_nodes(model))
+        return Path(opts.ckpt_path)
+    f, shape = node_function(model, opts.node)
+    hp = model.hparams
+    own = ("hmc_sigma", "langevin_sigma") if opts.sampler == "hmc" else ("langevin_sigma", "hmc_sigma")
+    sigma = opts.sigma or hp.get(own[0]) or hp.get(own[1]) or 1.0
+    g = torch.Generator().manual_seed(opts.seed)
+    x0 = sigma * torch.randn((opts.n, *shape), generator=g)
+    steps = opts.steps or 100
+    tracker = AcceptanceTracker()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if opts.sampler == "hmc":
+        eps = opts.step_size or hp.get("hmc_step_size") or 0.1 * sigma
+        x = hmc(f, x0, n_steps=steps, step_size=eps, leapfrog_steps=opts.leapfrog_steps, sigma=sigma, generator=g,
+                callback=tracker)  # fmt: skip
+        report = f"HMC acceptance {tracker.accept_prob:.2f} at mean step size {tracker.step_size:.3g}"
+    else:
+        delta = opts.step_size or hp.get("langevin_step_size") or 0.1 * sigma
+        x = langevin(f, x0, n_steps=steps, step_size=delta, sigma=sigma, generator=g)
+        report = f"Langevin step size {delta:.3g}"
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"the chains of node {opts.node} diverged: lower --step_size or --sigma")
+    ckpt = Path(opts.ckpt_path)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out = Path(opts.out) if opts.out else run / "visualize" / f"{opts.node.replace(':', '-')}.png"
+    save_png(make_grid(to_uint8(x.clamp(-1, 1)) if x.dim() == 4 else to_uint8(x[:, :, None])), out)
+    with torch.no_grad():
+        values = f(x)
+    print(f"{opts.n} samples of node {opts.node} (σ = {sigma:.3g}, {steps} steps; {report}); f_node mean "
+          f"{values.mean().item():.3g} → {out}")  # fmt: skip
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_ebm.samplers.hmc import hmc
 from lightning_ebm.samplers.langevin import langevin, posterior_langevin
 
 
@@ -45,6 +46,19 @@ class GradNormTracker:
     def mean(self, device: torch.device) -> Tensor:
         """The mean norm over the steps seen (0 if none)."""
         return torch.stack(self.norms).mean() if self.norms else torch.zeros((), device=device)
+
+
+class AcceptanceTracker:
+    """An HMC ``callback`` that keeps the last iteration's mean acceptance probability and step size: what
+    :class:`HMCMixin` reports (to the logger in a training loop, on the console in ``visualize``)."""
+
+    def __init__(self) -> None:
+        self.accept_prob = float("nan")
+        self.step_size = float("nan")
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        self.accept_prob = state["accept_prob"].mean().item()
+        self.step_size = state["step_size"].mean().item()
 
 
 class LangevinMixin:
@@ -174,3 +188,64 @@ class GeneratorMixin:
             )
         self.check_finite(z, "the inferred latent vectors")
         return z
+
+
+class HMCMixin:
+    """Hamiltonian Monte Carlo on ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` for the host's score functions (Dai, Lu and Wu,
+    ICLR 2015): the sampler of generative visualisation and of class-conditional sampling from a classifier.
+
+    The host provides ``score(x)`` (the default ``f``), ``rng`` and ``check_finite``. The paper's settings are not
+    known (``reference/methods.md`` §7); the defaults are common HMC practice for images in [-1, 1].
+
+    Args:
+        hmc_steps: HMC iterations per sample.
+        hmc_step_size: the initial leapfrog step size ε.
+        hmc_leapfrog_steps: leapfrog steps per iteration.
+        hmc_sigma: σ of the Gaussian reference distribution.
+        hmc_target_accept: the acceptance rate the first half of the iterations adapts ε to; ``None`` keeps ε.
+    """
+
+    def __init__(
+        self,
+        *,
+        hmc_steps: int = 100,
+        hmc_step_size: float = 0.01,
+        hmc_leapfrog_steps: int = 10,
+        hmc_sigma: float = 1.0,
+        hmc_target_accept: float | None = 0.65,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if hmc_steps < 0 or hmc_step_size <= 0 or hmc_leapfrog_steps < 1 or hmc_sigma <= 0:
+            raise ValueError(
+                f"HMC needs hmc_steps >= 0, hmc_step_size > 0, hmc_leapfrog_steps >= 1 and hmc_sigma > 0; got "
+                f"{hmc_steps}, {hmc_step_size}, {hmc_leapfrog_steps}, {hmc_sigma}"
+            )
+        self.save_hyperparameters("hmc_steps", "hmc_step_size", "hmc_leapfrog_steps", "hmc_sigma", "hmc_target_accept")
+
+    def hmc(
+        self,
+        x0: Tensor,
+        *,
+        f: Callable[[Tensor], Tensor] | None = None,
+        n_steps: int | None = None,
+        rng: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Tensor:
+        """Revise ``x0`` ``(B, *S)`` by HMC on ``f`` (default: the host's ``score``), parameters frozen; the result
+        is checked for NaN and infinity."""
+        hp = self.hparams
+        with frozen(self):
+            x = hmc(
+                self.score if f is None else f,
+                x0,
+                n_steps=hp.hmc_steps if n_steps is None else n_steps,
+                step_size=hp.hmc_step_size,
+                leapfrog_steps=hp.hmc_leapfrog_steps,
+                sigma=hp.hmc_sigma,
+                target_accept=hp.hmc_target_accept,
+                generator=self.rng if rng is None else rng,
+                callback=callback,
+            )
+        self.check_finite(x, "the HMC chains")
+        return x

@@ -162,13 +162,16 @@ def test_wandb_logger_is_the_default_offline_and_gets_uint8_images(tmp_path, mon
 
 @pytest.fixture
 def data_roots(tmp_path) -> dict[str, str]:
-    """Tiny stand-ins for the data that recipes point at: a folder of images, CIFAR-10 batches, a sound file."""
-    from tests.datamodules.test_image_sets import photo, write_cifar
+    """Tiny stand-ins for the data that recipes point at: a folder of images, CIFAR-10 batches, an ImageNet tree,
+    a sound file."""
+    from tests.datamodules.test_image_sets import WNIDS, photo, write_cifar, write_variants
 
     (tmp_path / "scene").mkdir()
     for i in range(6):
         photo(i, size=(80, 72)).save(tmp_path / "scene" / f"{i}.jpg")
     write_cifar(tmp_path / "cifar" / "cifar-10-batches-py", per_batch=4)
+    for k, wnid in enumerate(WNIDS):
+        write_variants(tmp_path / "imagenet" / "train" / wnid, 10 * k)
     (tmp_path / "sounds").mkdir()
     t = np.arange(11025) / 11025
     soundfile.write(tmp_path / "sounds" / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 11025)
@@ -176,6 +179,7 @@ def data_roots(tmp_path) -> dict[str, str]:
         "ImageFolderDataModule": str(tmp_path / "scene"),
         "Cifar10DataModule": str(tmp_path / "cifar"),
         "AudioDataModule": str(tmp_path / "sounds"),
+        "ImageNetDataModule": str(tmp_path / "imagenet"),
     }
 
 
@@ -189,6 +193,8 @@ def test_every_recipe_starts_on_the_cpu(recipe, tmp_path, data_roots):
     if recipe.endswith("_paper.yaml"):
         extra += ["--model.n_chains=4"] if "n_chains" in text else []
         extra += ["--data.batch_size=4"]
+        if "datamodules.ImageNetDataModule" in text:  # 224x224 through an AlexNet-depth net: minutes on the CPU
+            extra += ["--data.image_size=64", "--data.resize=72"]
     cli = run_cli(
         "fit",
         "--config",
@@ -196,7 +202,7 @@ def test_every_recipe_starts_on_the_cpu(recipe, tmp_path, data_roots):
         "--config",
         DEBUG,
         "--trainer.max_steps=2",
-        "--model.langevin_steps=2" if "langevin_steps" in text else "--model.generator_steps=2",
+        *[f"--model.{key}=2" for key in ("langevin_steps", "generator_steps", "hmc_steps") if key in text],
         *extra,
         root=tmp_path / "out",
     )

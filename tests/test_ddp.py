@@ -117,3 +117,17 @@ def test_two_process_abp_keeps_every_latent_on_every_rank(tmp_path):
     assert torch.equal(probes[0]["latents"], probes[1]["latents"])
     trained = (probes[0]["latents"] != probes[0]["initial"]).flatten(1).any(1)
     assert int(trained.sum()) == 180  # 4 steps x 2 ranks x 30 faces, stored on both ranks: every training face
+
+
+@pytest.mark.slow
+def test_two_process_generative_gradient_keeps_the_classifier_in_sync(tmp_path):
+    """The generative then discriminative schedule under DDP; the accuracy is over the whole held-out set."""
+    recipe = str(ROOT / "conf" / "experiments" / "generative_gradient_digits.yaml")
+    small = ["--trainer.max_steps=4", "--data.batch_size=16", "--model.generative_schedule=[[0, 1], [2, 1], [2, 0]]"]
+    small += ["--model.hmc_steps=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_train_batches=4"]
+    run_ddp(["--config", recipe, *small, "--trainer.callbacks+=tests.probes.RankProbe"], tmp_path)
+    (run,) = run_dirs(tmp_path)
+    probes = [torch.load(run / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for a, b in zip(probes[0]["params"], probes[1]["params"]):
+        assert torch.equal(a, b)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4

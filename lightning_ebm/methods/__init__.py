@@ -5,6 +5,7 @@ from lightning_ebm.methods.base import DivergenceError, EBMModule
 from lightning_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from lightning_ebm.methods.coopnets import CoopNets
 from lightning_ebm.methods.generative_convnet import GenerativeConvNet
+from lightning_ebm.methods.generative_gradient import GenerativeGradient
 from lightning_ebm.methods.multigrid import MultigridMCD
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "DivergenceError",
     "EBMModule",
     "GenerativeConvNet",
+    "GenerativeGradient",
     "MultigridMCD",
 ]

@@ -108,6 +108,11 @@ class EBMModule(LightningModule):
         generator's proposal and its revision, or the grids of a multi-grid chain); by default just ``sample(n)``."""
         return {"samples": self.sample(n, rng=rng)}
 
+    def score_nets(self) -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+        """The score networks whose nodes ``visualize`` samples (``lightning_ebm.nodes``): ``{attribute path: (net,
+        input shape)}``, coarsest first; none by default (a generator-only method)."""
+        return {}
+
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
         """Scalar measures of the model on held-out images ``x``, logged as ``val/<name>`` and ``test/<name>``."""
         return {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
@@ -72,6 +72,10 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
     def score(self, x: Tensor) -> Tensor:
         """The descriptor's ``f(x): (B, *sample_shape) -> (B,)``."""
         return self.descriptor(x)
+
+    def score_nets(self) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+        """The descriptor, for ``visualize``."""
+        return {"descriptor": (self.descriptor, self.sample_shape)}
 
     def generate(self, z: Tensor) -> Tensor:
         """The generator's ``g(z): (B, *latent_shape) -> (B, *sample_shape)``."""

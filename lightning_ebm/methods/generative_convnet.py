@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
@@ -70,6 +70,10 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
     def score(self, x: Tensor) -> Tensor:
         """``f(x): (B, *sample_shape) -> (B,)``, the negative energy without the reference term."""
         return self.net(x)
+
+    def score_nets(self) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+        """The descriptor, for ``visualize``."""
+        return {"net": (self.net, self.sample_shape)}
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """``σ² ∂f/∂x``: the mean of the Gaussian piece that x falls in (Xie et al. 2016, §4; the auto-encoder).

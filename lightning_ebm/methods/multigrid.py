@@ -124,6 +124,11 @@ class MultigridMCD(LangevinMixin, EBMModule):
         """The finest grid's descriptor ``f(x): (B, *sample_shape) -> (B,)``."""
         return self.descriptors[-1](x)
 
+    def score_nets(self) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+        """Every grid's descriptor with its input size, coarsest first, for ``visualize``."""
+        c = self.sample_shape[0]
+        return {f"descriptors.{i}": (d, (c, k, k)) for i, (d, k) in enumerate(zip(self.descriptors, self.grids))}
+
     def synthesize(
         self,
         start: Tensor,

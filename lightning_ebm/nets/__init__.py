@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` nets from the published architectures; no Lightning here."""
 
+from lightning_ebm.nets.classifiers import ConvClassifier
 from lightning_ebm.nets.descriptors import (
     Descriptor,
     LeakyReLU,
@@ -12,6 +13,7 @@ from lightning_ebm.nets.observations import BlockAverage, Observation, RandomPro
 
 __all__ = [
     "BlockAverage",
+    "ConvClassifier",
     "Descriptor",
     "Generator",
     "LeakyReLU",
