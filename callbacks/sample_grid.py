@@ -15,7 +15,8 @@ class SampleGrid(Callback):
 
     The grid shows every stage of :meth:`~lightning_ebm.methods.base.EBMModule.sample_stages` side by side (a
     generator's proposals next to their Langevin revisions, the grids of a multi-grid chain), so it works with every
-    method; it runs on rank zero.
+    method; it runs on rank zero. A method that leaves a ``sampler_stats`` dict after sampling (the HMC acceptance rate
+    and step size of :class:`~lightning_ebm.methods.GenerativeGradient`) has it logged as ``samples/<name>``.
 
     Args:
         every_n_steps: training steps between grids.
@@ -39,6 +40,10 @@ class SampleGrid(Callback):
         grid = stage_grid(pl_module.sample_stages(self.n_samples), nrow=self.nrow)
         path = save_png(grid, Path(trainer.default_root_dir) / self.folder / f"step_{step:07d}.png")
         log_image(trainer, "samples", grid, step)
+        stats = getattr(pl_module, "sampler_stats", None)  # e.g. the HMC acceptance rate of these samples
+        if stats:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"samples/{k}": v for k, v in stats.items()}, step=step)
         self._last_step = step
         return path
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ebm.methods.base import EBMModule
-from lightning_ebm.mixins import HMCMixin, LangevinMixin
+from lightning_ebm.mixins import AcceptanceTracker, HMCMixin, LangevinMixin
 from lightning_ebm.nets.classifiers import ClassifierFactory, ConvClassifier
 
 
@@ -48,7 +48,8 @@ class GenerativeGradient(HMCMixin, LangevinMixin, EBMModule):
     discriminative training (the paper's use); ``[[0, 0]]`` is discriminative training alone.
 
     :meth:`sample` draws class-conditional samples from ``p(x | k) ∝ exp(f_k(x)) N(x; 0, σ² I)`` by HMC (the paper's
-    sampler; ``sampler="langevin"`` for Langevin), cycling through the classes: sample ``i`` is of class ``i mod K``.
+    sampler; ``sampler="langevin"`` for Langevin), cycling through the classes: sample ``i`` is of class ``i mod K``;
+    the draw's final acceptance rate and mean step size are left in ``sampler_stats`` (sample grids log them).
     :meth:`score` is ``log Σ_k exp f_k(x)``, the tilted model of all classes together, which ``visualize`` samples
     as the node ``score``.
 
@@ -81,6 +82,7 @@ class GenerativeGradient(HMCMixin, LangevinMixin, EBMModule):
         self.net = net(self.sample_shape)
         with torch.no_grad():
             self.num_classes = int(self.net(torch.zeros(1, *self.sample_shape)).shape[1])
+        self.sampler_stats: dict[str, float] = {}  # the last HMC draw's acceptance rate and step size
         self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
 
@@ -119,8 +121,12 @@ class GenerativeGradient(HMCMixin, LangevinMixin, EBMModule):
         def f(x: Tensor) -> Tensor:
             return self.class_scores(x).gather(1, labels[:, None]).squeeze(1)
 
-        draw = self.hmc if self.hparams.sampler == "hmc" else self.langevin
-        return draw(x0, f=f, rng=g).clamp(-1, 1)
+        if self.hparams.sampler == "langevin":
+            return self.langevin(x0, f=f, rng=g).clamp(-1, 1)
+        tracker = AcceptanceTracker()
+        x = self.hmc(x0, f=f, rng=g, callback=tracker)
+        self.sampler_stats = {"hmc_acceptance": tracker.accept_prob, "hmc_step_size": tracker.step_size}
+        return x.clamp(-1, 1)
 
     def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
         """``n`` class-conditional samples ``(n, *sample_shape)``, sample ``i`` of class ``i mod K``."""
