@@ -131,3 +131,21 @@ def test_two_process_generative_gradient_keeps_the_classifier_in_sync(tmp_path):
     for a, b in zip(probes[0]["params"], probes[1]["params"]):
         assert torch.equal(a, b)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_two_process_resume_continues_exactly(tmp_path):
+    """3 + 3 steps with a resume in between end where 6 straight steps end: weights, every rank's chains and noise.
+    (Rank 1 used to crash with a segfault here: its noise state was restored from a row view of the gathered states.)"""
+    args = ["--config", TEXTURE, *TINY, "--model.n_chains=2"]
+    run_ddp([*args, "--trainer.max_steps=6"], tmp_path / "straight")
+    run_ddp([*args, "--trainer.max_steps=3"], tmp_path / "resumed")
+    run_ddp([*args, "--trainer.max_steps=6", "--ckpt_path=last"], tmp_path / "resumed")
+    (straight,) = run_dirs(tmp_path / "straight")
+    (resumed,) = run_dirs(tmp_path / "resumed")  # the resumed run continued in its own directory
+    a, b = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 6
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for key in ("bank.chains", "rng"):
+        assert torch.equal(a["ebm_state"][key], b["ebm_state"][key]), key

@@ -268,7 +268,8 @@ class EBMModule(LightningModule):
                 bank.restore(state[f"bank.{name}"], rank, world)
         states = state.get("rng")
         if states is not None and rank < states.shape[0]:
-            self._saved_rng_state = states[rank]
+            # a copy: set_state of a row view (a non-zero storage offset) crashed rank 1 with a segfault on resume
+            self._saved_rng_state = states[rank].clone()
             self._rng = None
 
 
