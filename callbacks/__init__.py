@@ -4,8 +4,17 @@ write under the run directory and hand images to whatever logger is attached (wa
 from callbacks.audio_samples import AudioSamples
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.energy_monitor import EnergyMonitor
+from callbacks.requeue import SlurmRequeue
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.sample_writer import SampleWriter
 
-__all__ = ["AudioSamples", "EnergyMonitor", "RunCheckpoint", "SampleGrid", "SampleQuality", "SampleWriter"]
+__all__ = [
+    "AudioSamples",
+    "EnergyMonitor",
+    "RunCheckpoint",
+    "SampleGrid",
+    "SampleQuality",
+    "SampleWriter",
+    "SlurmRequeue",
+]

@@ -27,10 +27,14 @@ class RunCheckpoint(ModelCheckpoint):
             warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Save the final state if it is newer than the last saved one."""
+    def save_now(self, trainer: Trainer) -> None:
+        """Save the current state (top-k and ``last.ckpt``) unless this step is saved already."""
         if not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the final state if it is newer than the last saved one."""
+        self.save_now(trainer)
         super().on_train_end(trainer, pl_module)

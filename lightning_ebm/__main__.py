@@ -1,12 +1,12 @@
-"""``python -m lightning_ebm {fit,validate,test,predict} --config ...`` and ``visualize --ckpt_path ... --node ...``:
-the whole entry point."""
+"""``python -m lightning_ebm {fit,validate,test,predict} --config ...``, ``visualize --ckpt_path ... --node ...`` and
+``submit --config ... --nodes N --gpus-per-node G``: the whole entry point."""
 
 import os
 import sys
 import warnings
 from typing import Any
 
-from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV, visualize_main
+from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV, submit_main, visualize_main
 
 # Lightning warnings that say nothing about a run of this CLI: a deprecation inside Lightning itself, and two that
 # one-batch epochs (a single texture) trigger although logging and data loading are right.
@@ -21,12 +21,12 @@ for _message in (
 def cli_main(args: Any = None) -> Any:
     """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks.
 
-    Returns the :class:`EBMCLI` of a Lightning subcommand, or the written grid's path for ``visualize`` (which builds
-    no trainer, so it is parsed on its own).
+    Returns the :class:`EBMCLI` of a Lightning subcommand; ``visualize`` (the written grid's path) and ``submit`` (the
+    SLURM job id) build no trainer, so they are parsed on their own.
     """
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, (list, tuple)) and argv and argv[0] == "visualize":
-        return visualize_main(list(argv[1:]))
+    if isinstance(argv, (list, tuple)) and argv and argv[0] in ("visualize", "submit"):
+        return (visualize_main if argv[0] == "visualize" else submit_main)(list(argv[1:]))
     inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
     failed = True
     try:

@@ -1,7 +1,9 @@
 """``EBMCLI``: LightningCLI with the project's links, defaults and run directories. No training logic here."""
 
+import hashlib
 import netrc
 import os
+import re
 import sys
 import time
 import warnings
@@ -18,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
-from callbacks import RunCheckpoint, SampleWriter
+from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue
 from lightning_ebm.methods.base import EBMModule
 
 RUN_DIR_ENV = "LIGHTNING_EBM_RUN_DIR"
@@ -29,6 +31,13 @@ _PARSER_MODE = {"parser_mode": "omegaconf+"}
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of a run directory: the same in every process and on every resume or requeue of the run,
+    different for every other directory (its name and a hash of its absolute path)."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_dir.parent.name}-{run_dir.name}")[-55:] + f"-{digest}"
 
 
 def _wandb_logged_in() -> bool:
@@ -52,6 +61,23 @@ def _flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
+_EXPONENT_ONLY = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+def _python_value(arg: str) -> str:
+    """``--key=None`` → ``--key=null`` and ``--key=1e-05`` → ``--key=1.0e-05``: Python's ``str()`` of a value as YAML
+    reads it; anything else unchanged."""
+    key, eq, value = arg.partition("=")
+    if not (eq and key.startswith("--")):
+        return arg
+    if value == "None":
+        return f"{key}=null"
+    if _EXPONENT_ONLY.fullmatch(value):
+        mantissa, _, exponent = value.lower().partition("e")
+        return f"{key}={mantissa}.0e{exponent}"
+    return arg
+
+
 class RunConfig(SaveConfigCallback):
     """Write the resolved config into the run directory and upload it to wandb when wandb logs the run.
 
@@ -65,7 +91,7 @@ class RunConfig(SaveConfigCallback):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "config.yaml"
         if path.exists():
-            path = run_dir / f"config-{stage}-{_stamp()}.yaml"
+            path = run_dir / f"config-{getattr(stage, 'value', stage)}-{_stamp()}.yaml"  # stage: a TrainerFn enum
         self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -85,8 +111,9 @@ class EBMCLI(LightningCLI):
       newest run of the recipe in its own directory, and ``validate``/``test``/``predict --ckpt_path FILE`` write into
       ``<run of FILE>/<subcommand>-<time>``;
     - the default logger is wandb, offline unless wandb has credentials on this machine (set ``WANDB_MODE`` to
-      override); a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`) and ``predict``'s
-      :class:`callbacks.SampleWriter` are always present;
+      override), with a run id derived from the run directory, so a resumed or requeued run continues the same wandb
+      run (a sweep agent's own ``WANDB_RUN_ID`` wins); a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`),
+      ``predict``'s :class:`callbacks.SampleWriter` and :class:`callbacks.SlurmRequeue` are always present;
     - hyper-parameters stored in a ``--ckpt_path`` checkpoint fill in the model's config, but values given in
       config files or on the command line win over them.
     """
@@ -103,7 +130,7 @@ class EBMCLI(LightningCLI):
                     "class_path": "lightning.pytorch.loggers.WandbLogger",
                     "init_args": {"project": "lightning_ebm"},
                 },
-                "callbacks": [SampleWriter()],
+                "callbacks": [SampleWriter(), SlurmRequeue()],
             },
             parser_kwargs={
                 **_PARSER_MODE,
@@ -124,8 +151,15 @@ class EBMCLI(LightningCLI):
 
     # ------------------------------------------------------------------------------------------ parsing
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse; a ``--ckpt_path`` file on the command line first supplies defaults (see :meth:`_ckpt_defaults`)."""
+        """Parse; a ``--ckpt_path`` file on the command line first supplies defaults (see :meth:`_ckpt_defaults`).
+
+        Values written by Python's ``str()`` (what a wandb sweep agent's ``${args}`` renders) mean what they meant
+        to the agent: ``None`` is null and ``1e-05`` a float (YAML reads both as strings otherwise).
+        """
         raw = sys.argv[1:] if args is None else args
+        if isinstance(raw, (list, tuple)):
+            raw = [_python_value(a) for a in raw]
+            args = raw
         self._raw_args = raw
         if isinstance(raw, (list, tuple)):
             subcommand = next((a for a in raw if a in self._subcommand_parsers), None)
@@ -235,6 +269,9 @@ class EBMCLI(LightningCLI):
                 init.save_dir = str(run_dir)
             if logger.class_path.endswith("WandbLogger"):
                 init.name = init.get("name") or f"{run_dir.parent.name}/{run_dir.name}"
+                if not init.get("id") and "WANDB_RUN_ID" not in os.environ and self.subcommand == "fit":
+                    init.id = wandb_run_id(run_dir)
+                    init.resume = init.get("resume") or "allow"
                 if "WANDB_MODE" not in os.environ and not init.get("offline") and not _wandb_logged_in():
                     os.environ["WANDB_MODE"] = "offline"
 
@@ -314,3 +351,109 @@ def visualize_main(args: list[str]) -> Path:
     print(f"{opts.n} samples of node {opts.node} (σ = {sigma:.3g}, {steps} steps; {report}); f_node mean "
           f"{values.mean().item():.3g} → {out}")  # fmt: skip
     return out
+
+
+# --------------------------------------------------------------------------------------------------- submit
+SLURM_TEMPLATE = Path(__file__).resolve().parents[1] / "conf" / "slurm" / "job.sbatch"
+SLURM_PRESET = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "slurm.yaml"
+
+
+def submit_main(args: list[str]) -> str:
+    """``python -m lightning_ebm submit --config RECIPE [fit flags] --nodes N --gpus-per-node G --time T [...]``.
+
+    Renders the sbatch script of a ``fit`` run (``conf/slurm/job.sbatch``: one task per device through ``srun``,
+    ``--signal=SIGUSR1@90`` and ``--requeue`` for :class:`callbacks.SlurmRequeue`, a new run directory for the job
+    with its SLURM log inside), writes it as ``<run>/job.sbatch`` and submits it with ``sbatch``; ``--dry-run`` only
+    prints it. Flags it does not know go to ``fit``, which parses them here first, so a typo fails before anything
+    is queued. Returns the job id (``--dry-run``: the script).
+    """
+    import argparse
+    import contextlib
+    import io
+    import shlex
+    import shutil
+    import string
+    import subprocess
+
+    parser = argparse.ArgumentParser(prog="python -m lightning_ebm submit", description=submit_main.__doc__)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpus-per-node", type=int, default=0, help="0: CPU processes (gloo)")
+    parser.add_argument("--tasks-per-node", type=int, default=None, help="default: gpus-per-node, or 1 on CPUs")
+    parser.add_argument("--cpus-per-task", type=int, default=4, help="data-loading workers need cores too")
+    parser.add_argument("--time", default="24:00:00", help="the job's time limit, as sbatch takes it")
+    parser.add_argument("--job-name", default=None, help="default: the recipe's name")
+    parser.add_argument("--partition", default=None)
+    parser.add_argument("--account", default=None)
+    parser.add_argument("--mem", default=None, help="per node, as sbatch takes it (16G)")
+    parser.add_argument(
+        "--sbatch", action="append", default=[], help="any other sbatch option, e.g. --sbatch=--qos=high"
+    )
+    parser.add_argument("--root", default="runs", help="the run directory goes under <root>/<recipe>/")
+    parser.add_argument("--template", default=str(SLURM_TEMPLATE))
+    parser.add_argument("--dry-run", action="store_true", help="print the script; write and submit nothing")
+    opts, fit_args = parser.parse_known_args(args)
+    if _flag_value(fit_args, "--config") is None:
+        parser.error("submit needs the recipe of the run: --config conf/experiments/<recipe>.yaml")
+    tasks = opts.tasks_per_node or max(opts.gpus_per_node, 1)
+    if opts.nodes < 1 or tasks < 1 or (opts.gpus_per_node and tasks != opts.gpus_per_node):
+        parser.error(
+            f"--nodes {opts.nodes}, --tasks-per-node {tasks}, --gpus-per-node {opts.gpus_per_node}: Lightning needs "
+            "one task per GPU (leave --tasks-per-node out with GPUs)"
+        )
+    fit_args = [
+        *fit_args,
+        "--config",
+        str(SLURM_PRESET),
+        f"--trainer.num_nodes={opts.nodes}",
+        f"--trainer.devices={tasks}",
+        f"--trainer.accelerator={'gpu' if opts.gpus_per_node else 'cpu'}",
+    ]
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # fails now on a wrong flag
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        try:
+            from lightning_ebm.__main__ import cli_main
+
+            cli_main(["fit", *fit_args, "--print_config"])
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    configs = [Path(fit_args[i + 1]) for i, a in enumerate(fit_args[:-1]) if a == "--config"]
+    recipe = next((p.stem for p in reversed(configs) if p.parent.name == "experiments"), configs[0].stem)
+    run_dir = (Path(opts.root) / recipe / _stamp()).resolve()
+    while run_dir.exists():
+        run_dir = run_dir.with_name(run_dir.name + "-1")
+    lines = [f"#SBATCH --gpus-per-node={opts.gpus_per_node}"] if opts.gpus_per_node else []
+    for key in ("partition", "account", "mem"):
+        if getattr(opts, key):
+            lines.append(f"#SBATCH --{key}={getattr(opts, key)}")
+    lines += [f"#SBATCH {option}" for option in opts.sbatch]
+    script = string.Template(Path(opts.template).read_text()).substitute(
+        stamp=_stamp(),
+        script=shlex.quote(str(run_dir / "job.sbatch")),
+        job_name=opts.job_name or recipe,
+        nodes=opts.nodes,
+        tasks_per_node=tasks,
+        cpus_per_task=opts.cpus_per_task,
+        time=opts.time,
+        run_dir=shlex.quote(str(run_dir)),
+        sbatch_lines="\n".join(lines),
+        workdir=shlex.quote(os.getcwd()),
+        python=shlex.quote(sys.executable),
+        fit_args=" ".join(shlex.quote(a) for a in fit_args),
+    )
+    if opts.dry_run:
+        print(script)
+        return script
+    if shutil.which("sbatch") is None:
+        raise FileNotFoundError(
+            "sbatch is not on this machine's PATH: run submit on a SLURM login node, or add --dry-run to see the script"
+        )
+    run_dir.mkdir(parents=True)
+    path = run_dir / "job.sbatch"
+    path.write_text(script)
+    result = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"sbatch refused {path}: {result.stderr.strip()}")
+    job = result.stdout.strip().split(";")[0]
+    print(f"submitted job {job}: run directory {run_dir}, SLURM log {run_dir / f'slurm-{job}.out'}")
+    return job

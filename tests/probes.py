@@ -45,3 +45,25 @@ class IndexProbe(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         torch.save(torch.tensor(self.seen), Path(trainer.default_root_dir) / f"indices_rank{trainer.global_rank}.pt")
+
+
+class RequeueProbe(Callback):
+    """For the SLURM test: each (re)start writes ``start_<n>_rank<r>.pt`` (the step it starts from and this rank's
+    chains); rank zero keeps ``progress.txt`` at the current step; every step sleeps ``seconds`` so that the test can
+    signal the job mid-run."""
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        run, rank = Path(trainer.default_root_dir), trainer.global_rank
+        n = len(list(run.glob(f"start_*_rank{rank}.pt")))
+        state = {"global_step": trainer.global_step, "chains": pl_module.chains.rank_state()}  # None before step 1
+        torch.save(state, run / f"start_{n}_rank{rank}.pt")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        import time
+
+        if trainer.is_global_zero:
+            (Path(trainer.default_root_dir) / "progress.txt").write_text(str(trainer.global_step))
+        time.sleep(self.seconds)

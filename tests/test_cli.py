@@ -209,3 +209,27 @@ def test_every_recipe_starts_on_the_cpu(recipe, tmp_path, data_roots):
     assert cli.trainer.global_step == 2
     (run,) = run_dirs(tmp_path / "out")
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_run_keeps_its_id_across_a_resume_and_gets_the_resolved_config(tmp_path):
+    """A resumed (or requeued) run continues the same wandb run; the run's config is the resolved one."""
+    from lightning_ebm.cli import wandb_run_id
+
+    common = ["--config", TEXTURE, *TINY, "--trainer.enable_progress_bar=false"]
+    first = run_cli("fit", *common, "--trainer.max_steps=2", root=tmp_path)
+    uploaded = dict(first.trainer.logger.experiment.config)
+    assert uploaded["model"]["class_path"] == "lightning_ebm.methods.GenerativeConvNet"
+    assert uploaded["model"]["init_args"]["langevin_steps"] == 3 and uploaded["trainer"]["max_steps"] == 2
+    run_cli("fit", *common, "--trainer.max_steps=4", "--ckpt_path=last", root=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    offline = sorted(run.glob("wandb/offline-run-*"))
+    assert len(offline) == 2 and all(wandb_run_id(run) in p.name for p in offline)  # "-1" added within a second
+    # a sweep agent's run id wins; the agent starts a new process for every run, with WANDB_RUN_ID set
+    env = {**os.environ, "WANDB_RUN_ID": "agent-chosen", "WANDB_MODE": "offline"}
+    env.pop("LIGHTNING_EBM_RUN_DIR", None)
+    cmd = [sys.executable, "-m", "lightning_ebm", "fit", *common, "--trainer.max_steps=1"]
+    cmd.append(f"--trainer.default_root_dir={tmp_path / 'agent'}")
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (offline,) = (tmp_path / "agent").glob("*/*/wandb/offline-run-*")
+    assert offline.name.endswith("-agent-chosen")

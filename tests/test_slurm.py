@@ -1,0 +1,96 @@
+"""SLURM for real: `submit` a 2-task CPU DDP training job to a single-node cluster started on this machine, signal it
+mid-run as the time limit would, and check that it checkpoints, requeues itself, resumes with every rank's chains
+intact and finishes all its steps. Skipped, with the reason, where no private cluster can be started."""
+
+import pytest
+import torch
+
+from tests import slurm
+from tests.conftest import ROOT, TEXTURE, TINY
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = slurm.unavailable()
+    if reason:
+        pytest.skip(reason)
+    started = slurm.Cluster(tmp_path_factory.mktemp("slurm"))
+    yield started
+    started.stop()
+
+
+@pytest.mark.slow
+def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster, tmp_path, monkeypatch):
+    from lightning_ebm.__main__ import cli_main
+
+    monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+    monkeypatch.chdir(ROOT)  # the job runs where submit ran, and imports tests.probes from there
+    steps = 60
+    fit = ["--config", TEXTURE, *TINY, "--model.n_chains=2", f"--trainer.max_steps={steps}", "--trainer.logger=false"]
+    fit += ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.probes.RequeueProbe"]
+    slurm_flags = ["--tasks-per-node=2", "--cpus-per-task=1", "--time=00:10:00", f"--root={tmp_path}"]
+    job = cli_main(["submit", *fit, *slurm_flags])
+    (run,) = (tmp_path / "texture").iterdir()
+    assert (run / "job.sbatch").read_text().count("#SBATCH --signal=SIGUSR1@90") == 1
+
+    def step() -> int:
+        progress = run / "progress.txt"
+        return int(progress.read_text() or 0) if progress.exists() else 0
+
+    cluster.wait(lambda: step() >= 15, 120, "the job to pass step 15")
+    cluster.run("scancel", "--signal=USR1", job)  # what --signal=SIGUSR1@90 sends before the time limit
+
+    def finished() -> bool:
+        info = cluster.job(job)
+        if info.get("JobState") == "PENDING" and info.get("Restarts") == "1":
+            cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # skip SLURM's 2-minute requeue delay
+        return info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+    cluster.wait(finished, 240, "the requeued job to finish")
+    info = cluster.job(job)
+    log = next(run.glob("slurm-*.out")).read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    assert "SIGUSR1 received" in log
+
+    hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
+    signalled_at = hpc["global_step"]
+    assert 15 <= signalled_at < steps
+    for rank in (0, 1):
+        first = torch.load(run / f"start_0_rank{rank}.pt", weights_only=True)
+        again = torch.load(run / f"start_1_rank{rank}.pt", weights_only=True)
+        assert first["global_step"] == 0 and again["global_step"] == signalled_at
+        assert torch.equal(again["chains"], hpc["ebm_state"]["bank.chains"][rank])  # each rank got its own back
+    assert not torch.equal(hpc["ebm_state"]["bank.chains"][0], hpc["ebm_state"]["bank.chains"][1])
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
+
+
+def test_submit_dry_run_prints_one_task_per_gpu_and_the_requeue_settings(tmp_path, capsys):
+    from lightning_ebm.__main__ import cli_main
+
+    flags = ["--nodes=2", "--gpus-per-node=4", "--time=1:00:00", "--partition=gpu", "--sbatch=--qos=high"]
+    script = cli_main(
+        ["submit", "--config", TEXTURE, "--model.langevin_steps=5", *flags, f"--root={tmp_path}", "--dry-run"]
+    )
+    assert script in capsys.readouterr().out and not any(tmp_path.iterdir())  # printed, nothing written
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--signal=SIGUSR1@90", "--requeue",
+                 "--partition=gpu", "--qos=high", "--time=1:00:00"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in script, line
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--model.langevin_steps=5" in srun and "--trainer.num_nodes=2" in srun and "--trainer.devices=4" in srun
+    assert "--trainer.accelerator=gpu" in srun and "conf/trainer/slurm.yaml" in srun
+    assert f"LIGHTNING_EBM_RUN_DIR={tmp_path}/texture/" in script
+
+
+def test_submit_refuses_what_cannot_run(tmp_path, monkeypatch):
+    from lightning_ebm.__main__ import cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["submit", "--nodes=1", "--dry-run"])  # no recipe
+    with pytest.raises(SystemExit):  # a wrong fit flag fails before anything is queued
+        cli_main(["submit", "--config", TEXTURE, "--model.langevin_stepz=3", "--dry-run"])
+    with pytest.raises(SystemExit):
+        cli_main(["submit", "--config", TEXTURE, "--gpus-per-node=4", "--tasks-per-node=2", "--dry-run"])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="sbatch is not on this machine's PATH"):
+        cli_main(["submit", "--config", TEXTURE, f"--root={tmp_path}"])
