@@ -48,6 +48,7 @@ bench: install ## benchmarks (bench/), printed as tables
 	$(PY) bench/abp_vs_pca.py
 	$(PY) bench/abp_compressed.py
 	$(PY) bench/generative_gradient.py
+	$(PY) bench/speed.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache *.egg-info

@@ -10,33 +10,15 @@ answers that need no learned model (the minimum-norm solution ``A⁺ y``; the me
 training faces) and PCA with the generator's latent dimension fitted on the whole faces, which ABP never sees.
 """
 
-import argparse
-import tempfile
-from pathlib import Path
-
 import torch
-from abp_vs_pca import pca_errors
-from budget import ROOT, train_for
-
-from datamodules import LFWDataModule
-from lightning_ebm.methods import AlternatingBackprop
+from abp_vs_pca import pca_errors, train_on_faces
+from budget import ROOT
 
 RECIPE = ROOT / "conf" / "experiments" / "abp_compressed.yaml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--eval-steps", type=int, default=300)
-    args = parser.parse_args()
-    torch.set_flush_denormal(True)
-    data = LFWDataModule(image_size=32, scaling="minmax")
-    train = torch.stack([data.train_set[i]["image"] for i in range(len(data.train_set))])
-    held = torch.stack([data.val_set[i]["image"] for i in range(len(data.val_set))])
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt, wall, steps = train_for(RECIPE, "abp_compressed", [], None, Path(tmp), steps=args.steps)
-        model = AlternatingBackprop.load_from_checkpoint(ckpt, map_location="cpu")
-    model.hparams.eval_steps = args.eval_steps
+    args, train, held, (model, wall, steps) = train_on_faces(__doc__, RECIPE, 500)
     a = model.observation.matrix
     abp = [float(model.evaluate(x)["recon_error"]) for x in (train, held)]
     with torch.no_grad():

@@ -13,6 +13,7 @@ a draw of N(0, I)); PCA projects it on its first d components.
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from budget import ROOT, train_for
@@ -36,9 +37,11 @@ def pca_errors(train: torch.Tensor, held: torch.Tensor, d: int) -> tuple[float, 
     return error(a), error(b)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600)
+def train_on_faces(doc: str, recipe: Path, steps: int) -> tuple[argparse.Namespace, torch.Tensor, torch.Tensor, Any]:
+    """Parse ``--steps``/``--eval-steps``, load the recipe's 32×32 LFW faces (training and held out), fit the recipe
+    and return the arguments, both sets and ``(model, wall seconds, iterations)``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--eval-steps", type=int, default=300)
     args = parser.parse_args()
     torch.set_flush_denormal(True)
@@ -46,9 +49,14 @@ def main() -> None:
     train = torch.stack([data.train_set[i]["image"] for i in range(len(data.train_set))])
     held = torch.stack([data.val_set[i]["image"] for i in range(len(data.val_set))])
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt, wall, steps = train_for(RECIPE, "abp", [], None, Path(tmp), steps=args.steps)
+        ckpt, wall, iterations = train_for(recipe, recipe.stem, [], None, Path(tmp), steps=args.steps)
         model = AlternatingBackprop.load_from_checkpoint(ckpt, map_location="cpu")
     model.hparams.eval_steps = args.eval_steps
+    return args, train, held, (model, wall, iterations)
+
+
+def main() -> None:
+    args, train, held, (model, wall, steps) = train_on_faces(__doc__, RECIPE, 600)
     d = model.generator.latent_shape[0]
     abp = [float(model.evaluate(x)["recon_error"]) for x in (train, held)]
     with torch.no_grad():

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_ebm.samplers.hmc import hmc
 from lightning_ebm.samplers.langevin import langevin, posterior_langevin
+from lightning_ebm.samplers.speed import Precision
 
 
 @contextmanager
@@ -74,6 +75,9 @@ class LangevinMixin:
         langevin_sigma: σ, the standard deviation of the Gaussian reference distribution.
         langevin_noise: add the noise term (off in the released multi-grid and CoopVAEBM codes).
         langevin_clip: clamp the chains to ``[low, high]`` after every step; ``None`` for no clipping.
+        langevin_compile: compile the score network with ``torch.compile`` (pays for smooth nets; see ``make bench``).
+        langevin_precision: ``"bf16"``/``"fp16"``: the score's forward and backward under autocast, chains float32.
+        langevin_channels_last: chains and the module's weights in the channels-last layout (GPUs).
     """
 
     def __init__(
@@ -84,6 +88,9 @@ class LangevinMixin:
         langevin_sigma: float = 0.0154,
         langevin_noise: bool = True,
         langevin_clip: tuple[float, float] | None = None,
+        langevin_compile: bool = False,
+        langevin_precision: Precision | None = None,
+        langevin_channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,7 +100,14 @@ class LangevinMixin:
                 f"{langevin_steps}, {langevin_step_size}, {langevin_sigma}"
             )
         self.save_hyperparameters(
-            "langevin_steps", "langevin_step_size", "langevin_sigma", "langevin_noise", "langevin_clip"
+            "langevin_steps",
+            "langevin_step_size",
+            "langevin_sigma",
+            "langevin_noise",
+            "langevin_clip",
+            "langevin_compile",
+            "langevin_precision",
+            "langevin_channels_last",
         )
 
     def langevin(
@@ -111,6 +125,8 @@ class LangevinMixin:
         """
         hp = self.hparams
         score = self.score if f is None else f
+        if hp.langevin_channels_last:
+            self.to(memory_format=torch.channels_last)  # a no-op once converted
         with frozen(self):
             x = langevin(
                 score,
@@ -122,6 +138,9 @@ class LangevinMixin:
                 clip=None if hp.langevin_clip is None else tuple(hp.langevin_clip),
                 generator=self.rng if rng is None else rng,
                 callback=callback,
+                compile=hp.langevin_compile,
+                precision=hp.langevin_precision,
+                channels_last=hp.langevin_channels_last,
             )
         self.check_finite(x, "the Langevin chains")
         return x
@@ -140,6 +159,7 @@ class GeneratorMixin:
         generator_sigma: s, the standard deviation of the generator's observation noise (0.3 in every code); the
             generator learns by regressing onto its targets with weight 1/(2s²).
         generator_noise: add the noise term; ``False`` is gradient descent on ``−log p(x, z)``.
+        generator_compile: compile the generator's forward for the latent steps (``torch.compile``).
     """
 
     def __init__(
@@ -149,6 +169,7 @@ class GeneratorMixin:
         generator_step_size: float = 0.1,
         generator_sigma: float = 0.3,
         generator_noise: bool = True,
+        generator_compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -157,7 +178,9 @@ class GeneratorMixin:
                 f"latent Langevin needs generator_steps >= 0, generator_step_size >= 0 and generator_sigma > 0; got "
                 f"{generator_steps}, {generator_step_size}, {generator_sigma}"
             )
-        self.save_hyperparameters("generator_steps", "generator_step_size", "generator_sigma", "generator_noise")
+        self.save_hyperparameters(
+            "generator_steps", "generator_step_size", "generator_sigma", "generator_noise", "generator_compile"
+        )
 
     def infer_latent(
         self,
@@ -185,6 +208,7 @@ class GeneratorMixin:
                 noise=hp.generator_noise if noise is None else noise,
                 mask=mask,
                 generator=self.rng if rng is None else rng,
+                compile=hp.generator_compile,
             )
         self.check_finite(z, "the inferred latent vectors")
         return z
@@ -203,6 +227,7 @@ class HMCMixin:
         hmc_leapfrog_steps: leapfrog steps per iteration.
         hmc_sigma: σ of the Gaussian reference distribution.
         hmc_target_accept: the acceptance rate the first half of the iterations adapts ε to; ``None`` keeps ε.
+        hmc_compile: compile the score network (``torch.compile``).
     """
 
     def __init__(
@@ -213,6 +238,7 @@ class HMCMixin:
         hmc_leapfrog_steps: int = 10,
         hmc_sigma: float = 1.0,
         hmc_target_accept: float | None = 0.65,
+        hmc_compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -221,7 +247,9 @@ class HMCMixin:
                 f"HMC needs hmc_steps >= 0, hmc_step_size > 0, hmc_leapfrog_steps >= 1 and hmc_sigma > 0; got "
                 f"{hmc_steps}, {hmc_step_size}, {hmc_leapfrog_steps}, {hmc_sigma}"
             )
-        self.save_hyperparameters("hmc_steps", "hmc_step_size", "hmc_leapfrog_steps", "hmc_sigma", "hmc_target_accept")
+        self.save_hyperparameters(
+            "hmc_steps", "hmc_step_size", "hmc_leapfrog_steps", "hmc_sigma", "hmc_target_accept", "hmc_compile"
+        )
 
     def hmc(
         self,
@@ -246,6 +274,7 @@ class HMCMixin:
                 target_accept=hp.hmc_target_accept,
                 generator=self.rng if rng is None else rng,
                 callback=callback,
+                compile=hp.hmc_compile,
             )
         self.check_finite(x, "the HMC chains")
         return x

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from lightning_ebm.samplers.langevin import ScoreFn
+from lightning_ebm.samplers.speed import fast_score
 
 
 def _energy_and_grad(f: ScoreFn, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
@@ -45,6 +46,7 @@ def hmc(
     adapt_steps: int | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Run ``n_steps`` HMC iterations on ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)``, every chain with its own step size.
 
@@ -68,6 +70,7 @@ def hmc(
         generator: the random-number generator for momenta and decisions.
         callback: called after every iteration with ``{"step", "x", "accept_prob", "accepted", "step_size"}``
             (``(B,)`` each but ``x``).
+        compile: run ``f`` through ``torch.compile`` (once, reused; :mod:`~lightning_ebm.samplers.speed`).
 
     Returns:
         The final states ``(B, *S)``, detached, with ``x``'s dtype and device.
@@ -81,6 +84,7 @@ def hmc(
         raise ValueError(f"target_accept must be in (0, 1) or None, got {target_accept}")
     adapt = (n_steps // 2 if adapt_steps is None else adapt_steps) if target_accept is not None else 0
     view = (-1,) + (1,) * (x.dim() - 1)
+    f = fast_score(f, compile=compile)
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone()
         log_eps = torch.full(x.shape[:1], float(step_size), dtype=x.dtype, device=x.device).log()

@@ -1,0 +1,220 @@
+"""Speed of the framework against plain PyTorch and against the machine, written to ``bench/RESULTS.md``.
+
+    python bench/speed.py [--quick] [--out bench/RESULTS.md]
+
+One table per question, all measured in this run on this machine:
+
+1. **Langevin step, framework against a plain loop**: the papers' ReLU texture descriptor, the LeakyReLU object
+   descriptor of CoopNets, and the same object descriptor with SiLU; the plain loop as the released codes write it
+   (a fresh tensor per step, parameters trainable) against the framework's mixin, eager and with ``compile``.
+2. **Achieved GFLOP/s** of each step (FLOPs counted by ``torch.utils.flop_counter`` over one step: forward and the
+   input gradient) against the machine's float32 matmul rate (a 2048² ``torch.mm``, the physical limit here).
+3. **Peak memory against the number of Langevin steps** (10 against 200 steps, each in a fresh process).
+4. **Training iterations per second** of every CPU recipe (two fits of different lengths through the CLI; the
+   difference cancels start-up) and the sampler steps per second that implies.
+5. **DataLoader images per second per worker** of the ImageNet DataModule (``bench/dataloader.py``).
+"""
+
+import argparse
+import datetime
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import yaml
+from budget import ROOT, train_for
+from sampler import DELTA, SIGMA, peak_memory, plain_langevin
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_ebm.methods import GenerativeConvNet
+from lightning_ebm.nets import ObjectDescriptor, TextureDescriptor
+
+NETS = {
+    "texture descriptor (ReLU; ICML 2016)": (TextureDescriptor, (1, 64, 64), 4),
+    "object descriptor (LeakyReLU; CoopNets)": (partial(ObjectDescriptor, init_std=0.01), (3, 64, 64), 16),
+    "object descriptor with SiLU": (partial(ObjectDescriptor, init_std=0.01, activation=nn.SiLU), (3, 64, 64), 16),
+    "SiLU net of environment.md §8 (strides 2-2-2)": (
+        partial(ObjectDescriptor, init_std=0.01, activation=nn.SiLU, strides=(2, 2, 2)),
+        (3, 64, 64),
+        16,
+    ),
+}
+
+RECIPES = {  # recipe: (shorter fit, longer fit) in iterations; the difference takes 10-20 s
+    "texture": (5, 45),
+    "cd_texture": (5, 155),
+    "coopnets_digits": (5, 105),
+    "coopnets_texture": (5, 65),
+    "multigrid_digits": (5, 45),
+    "abp_faces": (10, 160),
+    "abp_texture": (10, 610),
+    "generative_gradient_digits": (20, 1020),
+}
+
+
+def matmul_gflops(repeats: int = 10) -> float:
+    """The machine's float32 matmul rate: the best over square products of 1024, 2048 and 4096."""
+    rates = []
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        rates.append(2 * n**3 / min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeats)) / 1e9)
+    return max(rates)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_flops(net: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one Langevin step's net work: ``f(x)`` and ``∂f/∂x`` (weights frozen)."""
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:
+        x = x.detach().requires_grad_(True)
+        net(x).sum().backward()  # the FLOPs of autograd.grad(., x): only x needs a gradient
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return counter.get_total_flops()
+
+
+def langevin_row(
+    name: str, factory, shape: tuple[int, ...], batch: int, repeats: int, steps: int, machine: float
+) -> str:
+    """One net: median ms per step of the plain loop and the framework (eager, compiled), and GFLOP/s."""
+    torch.manual_seed(0)
+    x0 = 0.1 * torch.randn(batch, *shape)
+    eager = GenerativeConvNet(net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA)
+    fast = GenerativeConvNet(
+        net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, langevin_compile=True
+    )
+    fast.load_state_dict(eager.state_dict())
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    runs = {
+        "plain": lambda n: plain_langevin(eager.net, x0, n, gen()),
+        "eager": lambda n: eager.langevin(x0, n_steps=n, rng=gen()),
+        "compile": lambda n: fast.langevin(x0, n_steps=n, rng=gen()),
+    }
+    for run in runs.values():
+        run(3)  # warm-up (and the compile)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):  # interleaved, medians
+        for k, run in runs.items():
+            times[k].append(_timed(lambda run=run: run(steps)) / steps * 1e3)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    gflop = step_flops(eager.net, x0) / 1e9
+    rate = {k: gflop / (ms[k] / 1e3) for k in ("eager", "compile")}
+    return (
+        f"| {name} ({batch}) | {ms['plain']:.2f} | {ms['eager']:.2f} | {ms['eager'] / ms['plain']:.3f} | "
+        f"{ms['compile']:.2f} | {ms['compile'] / ms['plain']:.3f} | {rate['eager']:.1f} | {rate['compile']:.1f} "
+        f"| {rate['eager'] / machine:.0%} | {rate['compile'] / machine:.0%} |"
+    )
+
+
+def langevin_table(repeats: int, steps: int, machine: float) -> list[str]:
+    """Tables 1 and 2 for every net."""
+    rows = ["| net (batch) | plain loop ms/step | framework eager | ratio | framework compile | ratio | GFLOP/s eager "
+            "| GFLOP/s compile | eager / matmul | compile / matmul |", "| --- |" + " ---: |" * 9]  # fmt: skip
+    for name, (factory, shape, batch) in NETS.items():
+        rows.append(langevin_row(name, factory, shape, batch, repeats, steps, machine))
+    return rows
+
+
+def memory_table() -> list[str]:
+    """Table 3: peak memory of the plain loop and the framework after 10 and 200 steps."""
+    args = argparse.Namespace(net="texture", batch=4, size=64, device="cpu")
+    rows = ["| sampler (texture descriptor, 4 chains of 64²) | peak MiB, 10 steps | 200 steps | ratio |",
+            "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for contender in ("plain loop", "mixin (frozen)"):
+        short, long = peak_memory(args, contender, 10), peak_memory(args, contender, 200)
+        rows.append(f"| {contender} | {short:.1f} | {long:.1f} | {long / max(short, 1e-9):.2f} |")
+    return rows
+
+
+def sampler_steps(recipe: Path) -> tuple[int, str]:
+    """Sampler steps per training iteration of a recipe, and what they are."""
+    init = yaml.safe_load(recipe.read_text())["model"]["init_args"]
+    if "grids" in init or "Multigrid" in recipe.read_text():
+        grids = init.get("grids", [4, 16])
+        return init.get("langevin_steps", 30) * len(grids), f"Langevin, {len(grids)} grids"
+    if "langevin_steps" in init:
+        return init["langevin_steps"], "Langevin"
+    if "generator_steps" in init:
+        return init["generator_steps"], "latent Langevin"
+    return 0, "none"
+
+
+def method_table(quick: bool) -> list[str]:
+    """Table 4: training iterations per second of every CPU recipe."""
+    rows = [
+        "| recipe | iterations / s | sampler steps / iteration | sampler steps / s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    extra = ["--trainer.callbacks=[]", "--trainer.limit_val_batches=0", "--checkpoint.every_n_train_steps=100000"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (short, long) in RECIPES.items():
+            if quick:
+                short, long = short, short + max(2, (long - short) // 5)
+            recipe = ROOT / "conf" / "experiments" / f"{name}.yaml"
+            walls = [train_for(recipe, f"{name}-{n}", extra, None, Path(tmp), steps=n)[1] for n in (short, long)]
+            its = (long - short) / max(walls[1] - walls[0], 1e-9)
+            per, kind = sampler_steps(recipe)
+            rows.append(f"| {name} | {its:.2f} | {per} ({kind}) | {its * per:.0f} |")
+    return rows
+
+
+def dataloader_table() -> list[str]:
+    """Table 5: ``bench/dataloader.py``'s table."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "dataloader.py")], capture_output=True, text=True)
+    return out.stdout.strip().splitlines() if out.returncode == 0 else [f"bench/dataloader.py failed: {out.stderr}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and iterations (a smoke run)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    machine = matmul_gflops()
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Speed of lightning_ebm (written by `python bench/speed.py`, `make bench`)",
+        "",
+        f"{datetime.date.today()}; torch {torch.__version__}; {cpu}, {torch.get_num_threads()} threads; "
+        f"float32 matmul {machine:.1f} GFLOP/s (torch.mm of 1024², 2048² and 4096², the best).",
+        "",
+        "## Langevin step: framework against a plain PyTorch loop, and against the machine",
+        "",
+        *langevin_table(3 if args.quick else 7, 5 if args.quick else 20, machine),
+        "",
+        "## Peak memory against the number of Langevin steps",
+        "",
+        *memory_table(),
+        "",
+        "## Training speed of the CPU recipes",
+        "",
+        *method_table(args.quick),
+        "",
+        "## DataLoader",
+        "",
+        *dataloader_table(),
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
