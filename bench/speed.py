@@ -6,7 +6,8 @@ One table per question, all measured in this run on this machine:
 
 1. **Langevin step, framework against a plain loop**: the papers' ReLU texture descriptor, the LeakyReLU object
    descriptor of CoopNets, and the same object descriptor with SiLU; the plain loop as the released codes write it
-   (a fresh tensor per step, parameters trainable) against the framework's mixin, eager and with ``compile``.
+   (a fresh tensor per step, parameters trainable) against the framework's mixin, eager, with ``compile`` and with
+   ``precision="bf16"`` (the net under bf16 autocast, the chain in float32).
 2. **Achieved GFLOP/s** of each step (FLOPs counted by ``torch.utils.flop_counter`` over one step: forward and the
    input gradient) against the machine's float32 matmul rate (a 2048² ``torch.mm``, the physical limit here).
 3. **Peak memory against the number of Langevin steps** (10 against 200 steps, each in a fresh process).
@@ -98,6 +99,10 @@ def langevin_row(
         net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, langevin_compile=True
     )
     fast.load_state_dict(eager.state_dict())
+    bf16 = GenerativeConvNet(
+        net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, langevin_precision="bf16"
+    )
+    bf16.load_state_dict(eager.state_dict())
 
     def gen() -> torch.Generator:
         return torch.Generator().manual_seed(0)
@@ -106,6 +111,7 @@ def langevin_row(
         "plain": lambda n: plain_langevin(eager.net, x0, n, gen()),
         "eager": lambda n: eager.langevin(x0, n_steps=n, rng=gen()),
         "compile": lambda n: fast.langevin(x0, n_steps=n, rng=gen()),
+        "bf16": lambda n: bf16.langevin(x0, n_steps=n, rng=gen()),
     }
     for run in runs.values():
         run(3)  # warm-up (and the compile)
@@ -118,15 +124,17 @@ def langevin_row(
     rate = {k: gflop / (ms[k] / 1e3) for k in ("eager", "compile")}
     return (
         f"| {name} ({batch}) | {ms['plain']:.2f} | {ms['eager']:.2f} | {ms['eager'] / ms['plain']:.3f} | "
-        f"{ms['compile']:.2f} | {ms['compile'] / ms['plain']:.3f} | {rate['eager']:.1f} | {rate['compile']:.1f} "
-        f"| {rate['eager'] / machine:.0%} | {rate['compile'] / machine:.0%} |"
+        f"{ms['compile']:.2f} | {ms['compile'] / ms['plain']:.3f} | {ms['bf16']:.2f} | {ms['bf16'] / ms['plain']:.3f} "
+        f"| {rate['eager']:.1f} | {rate['compile']:.1f} | {rate['eager'] / machine:.0%} "
+        f"| {rate['compile'] / machine:.0%} |"
     )
 
 
 def langevin_table(repeats: int, steps: int, machine: float) -> list[str]:
     """Tables 1 and 2 for every net."""
-    rows = ["| net (batch) | plain loop ms/step | framework eager | ratio | framework compile | ratio | GFLOP/s eager "
-            "| GFLOP/s compile | eager / matmul | compile / matmul |", "| --- |" + " ---: |" * 9]  # fmt: skip
+    rows = ["| net (batch) | plain loop ms/step | framework eager | ratio | framework compile | ratio | framework bf16 "
+            "| ratio | GFLOP/s eager | GFLOP/s compile | eager / matmul | compile / matmul |",
+            "| --- |" + " ---: |" * 11]  # fmt: skip
     for name, (factory, shape, batch) in NETS.items():
         rows.append(langevin_row(name, factory, shape, batch, repeats, steps, machine))
     return rows
