@@ -27,9 +27,9 @@ def slurm_job_id() -> str | None:
 class SlurmRequeue(Callback):
     """SLURM auto-requeue that is safe under DDP: on ``signum`` (SIGUSR1, what ``#SBATCH --signal=SIGUSR1@90`` sends
     90 s before the time limit), every process finishes its step, all agree that the signal came, the checkpoint
-    (every rank's chains included) is written as Lightning's ``hpc_ckpt_<n>.ckpt`` in the run directory, rank zero
-    calls ``scontrol requeue``, and training stops. The requeued job starts in the same run directory and Lightning
-    restores the newest ``hpc_ckpt`` by itself.
+    (every rank's chains included) is written as Lightning's ``hpc_ckpt_<n>.ckpt`` in the run directory, training
+    stops, and rank zero calls ``scontrol requeue`` as the run's last act. The requeued job starts in the same run
+    directory and Lightning restores the newest ``hpc_ckpt`` by itself.
 
     Lightning's own handler saves inside the signal handler, wherever each process was interrupted; the checkpoint
     gathers every rank's chains (a collective), which then meets whatever collective another rank is in (a gradient
@@ -46,6 +46,7 @@ class SlurmRequeue(Callback):
         self.signum, self.requeue = signal.Signals(signum), requeue
         self._active = False
         self._signalled = False
+        self._pending = False
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -59,10 +60,31 @@ class SlurmRequeue(Callback):
             self._previous = signal.signal(self.signum, self._handler)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Give the signal its previous handler back."""
-        if self._active:
-            signal.signal(self.signum, self._previous)
-            self._active = False
+        """Give the signal its previous handler back; requeue if the signal came.
+
+        The requeue is the last thing the run does: SLURM then stops the job's processes with SIGTERM, and by now
+        Lightning has put back the default SIGTERM action, so they end at once. (Requeued earlier, the processes
+        met SIGTERM inside Lightning's handler, which broadcasts to the other ranks; they hung until SLURM's kill
+        timeout, and a job restarted meanwhile could fail.)
+        """
+        if not self._active:
+            return
+        signal.signal(self.signum, self._previous)
+        self._active = False
+        if self._pending and trainer.is_global_zero:
+            self._requeue(trainer)
+        self._pending = False
+
+    def _requeue(self, trainer: Trainer) -> None:
+        job = slurm_job_id()
+        if not self.requeue or not job or not re.fullmatch(r"[0-9_]+", job):
+            return
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if result.returncode != 0:
+            rank_zero_warn(
+                f"scontrol requeue {job} failed ({result.stderr.strip()}): resubmit {trainer.default_root_dir}/"
+                "job.sbatch by hand; the job continues from its newest hpc_ckpt"
+            )
 
     def _agreed(self, pl_module: LightningModule) -> bool:
         """Whether any process got the signal (a MAX all-reduce under DDP, at the same step on every process)."""
@@ -86,11 +108,4 @@ class SlurmRequeue(Callback):
                 callback.save_now(trainer)
         trainer.save_checkpoint(path)
         trainer.should_stop = True
-        job = slurm_job_id()
-        if trainer.is_global_zero and self.requeue and job and re.fullmatch(r"[0-9_]+", job):
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if result.returncode != 0:
-                rank_zero_warn(
-                    f"scontrol requeue {job} failed ({result.stderr.strip()}): resubmit the same script by hand; the "
-                    f"job continues from {path}"
-                )
+        self._pending = True  # requeued in teardown, once training has ended cleanly

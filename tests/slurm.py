@@ -105,12 +105,15 @@ class Cluster:
         fields = self.run("scontrol", "show", "job", job_id).split()
         return dict(f.split("=", 1) for f in fields if "=" in f)
 
+    def logs(self) -> str:
+        """The ends of slurmctld's and slurmd's logs."""
+        return "".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.dir.glob("*.log")))
+
     def wait(self, condition, seconds: float, what: str) -> None:
         end = time.monotonic() + seconds
         while not condition():
             if time.monotonic() > end:
-                logs = "".join(p.read_text()[-1500:] for p in self.dir.glob("*.log"))
-                raise TimeoutError(f"waited {seconds} s for {what}; SLURM logs:\n{logs}")
+                raise TimeoutError(f"waited {seconds} s for {what}; SLURM logs:\n{self.logs()}")
             time.sleep(0.5)
 
     def stop(self) -> None:
