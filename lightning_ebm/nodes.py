@@ -34,6 +34,13 @@ def score_nets(model: EBMModule) -> list[ScoreNet]:
     return [ScoreNet(name, net, tuple(shape)) for name, (net, shape) in model.score_nets().items()]
 
 
+def probe(entry: ScoreNet) -> Tensor:
+    """The net's output for a batch of two zero inputs, on the net's device, without gradients."""
+    param = next(entry.net.parameters(), None)
+    with torch.no_grad():
+        return entry.net(torch.zeros(2, *entry.input_shape, device=None if param is None else param.device))
+
+
 def layer_shapes(entry: ScoreNet) -> dict[str, tuple[int, ...]]:
     """Output shape ``(C, ...)`` of every sub-module of ``entry.net`` that returns a tensor, keyed by its name in the
     model, from one forward pass of a zero input."""
@@ -49,10 +56,7 @@ def layer_shapes(entry: ScoreNet) -> dict[str, tuple[int, ...]]:
 
         hooks.append(module.register_forward_hook(record))
     try:
-        with torch.no_grad():
-            param = next(entry.net.parameters(), None)
-            device = param.device if param is not None else torch.device("cpu")
-            entry.net(torch.zeros(2, *entry.input_shape, device=device))
+        probe(entry)
     finally:
         for h in hooks:
             h.remove()
@@ -63,9 +67,7 @@ def describe_nodes(model: EBMModule) -> str:
     """Every node name the model offers, one per line, with channel ranges."""
     lines = ["score"]
     for entry in score_nets(model):
-        with torch.no_grad():
-            param = next(entry.net.parameters(), None)
-            out = entry.net(torch.zeros(2, *entry.input_shape, device=param.device if param is not None else None))
+        out = probe(entry)
         if out.dim() == 2:
             lines.append(f"class:0 … class:{out.shape[1] - 1}   ({entry.name}'s {out.shape[1]} outputs)")
         for name, shape in layer_shapes(entry).items():
@@ -92,8 +94,7 @@ def node_function(model: EBMModule, node: str) -> tuple[Callable[[Tensor], Tenso
     if kind == "class" and rest.isdigit():
         k = int(rest)
         entry = nets[-1]
-        with torch.no_grad():
-            out = entry.net(torch.zeros(2, *entry.input_shape, device=model.device))
+        out = probe(entry)
         if out.dim() == 2 and k < out.shape[1]:
             return (lambda x: entry.net(x)[:, k]), entry.input_shape
         classes = f"class:0 … class:{out.shape[1] - 1}" if out.dim() == 2 else "none (it has one score per sample)"
