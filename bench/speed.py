@@ -1,13 +1,15 @@
 """Speed of the framework against plain PyTorch and against the machine, written to ``bench/RESULTS.md``.
 
     python bench/speed.py [--quick] [--out bench/RESULTS.md]
+    python bench/speed.py --langevin-only --device cuda     # table 1 on a GPU, with the CUDA-graph variants
 
 One table per question, all measured in this run on this machine:
 
 1. **Langevin step, framework against a plain loop**: the papers' ReLU texture descriptor, the LeakyReLU object
    descriptor of CoopNets, and the same object descriptor with SiLU; the plain loop as the released codes write it
-   (a fresh tensor per step, parameters trainable) against the framework's mixin, eager, with ``compile`` and with
-   ``precision="bf16"`` (the net under bf16 autocast, the chain in float32).
+   (a fresh tensor per step, parameters trainable) against the framework's mixin, eager, with ``compile``, with
+   channels-last, both, and ``precision="bf16"`` (the net under bf16 autocast, the chain in float32); on a GPU also
+   with CUDA graphs.
 2. **Achieved GFLOP/s** of each step (FLOPs counted by ``torch.utils.flop_counter`` over one step: forward and the
    input gradient) against the machine's float32 matmul rate (a 2048² ``torch.mm``, the physical limit here).
 3. **Peak memory against the number of Langevin steps** (10 against 200 steps, each in a fresh process).
@@ -60,20 +62,27 @@ RECIPES = {  # recipe: (shorter fit, longer fit) in iterations; the difference t
 }
 
 
-def matmul_gflops(repeats: int = 10) -> float:
-    """The machine's float32 matmul rate: the best over square products of 1024, 2048 and 4096."""
+def matmul_gflops(device: str = "cpu", repeats: int = 10) -> float:
+    """The device's float32 matmul rate: the best over square products of 1024, 2048 and 4096."""
     rates = []
     for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         torch.mm(a, b)
         rates.append(2 * n**3 / min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeats)) / 1e9)
     return max(rates)
 
 
 def _timed(fn) -> float:
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def step_flops(net: nn.Module, x: torch.Tensor) -> int:
@@ -88,31 +97,39 @@ def step_flops(net: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+VARIANTS = {  # column: the mixin's settings
+    "eager": {},
+    "compile": {"langevin_compile": True},
+    "channels_last": {"langevin_channels_last": True},
+    "compile + channels_last": {"langevin_compile": True, "langevin_channels_last": True},
+    "bf16": {"langevin_precision": "bf16"},
+}
+CUDA_VARIANTS = {  # added on a GPU
+    "cuda graphs": {"langevin_cuda_graphs": True},
+    "bf16 + channels_last + cuda graphs": {
+        "langevin_precision": "bf16", "langevin_channels_last": True, "langevin_cuda_graphs": True
+    },
+}  # fmt: skip
+
+
 def langevin_row(
-    name: str, factory, shape: tuple[int, ...], batch: int, repeats: int, steps: int, machine: float
+    name: str, factory, shape: tuple[int, ...], batch: int, repeats: int, steps: int, machine: float, device: str
 ) -> str:
-    """One net: median ms per step of the plain loop and the framework (eager, compiled), and GFLOP/s."""
+    """One net: median ms per step of the plain loop, the framework's ratio to it in every variant, and GFLOP/s."""
     torch.manual_seed(0)
-    x0 = 0.1 * torch.randn(batch, *shape)
-    eager = GenerativeConvNet(net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA)
-    fast = GenerativeConvNet(
-        net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, langevin_compile=True
-    )
-    fast.load_state_dict(eager.state_dict())
-    bf16 = GenerativeConvNet(
-        net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, langevin_precision="bf16"
-    )
-    bf16.load_state_dict(eager.state_dict())
+    x0 = 0.1 * torch.randn(batch, *shape, device=device)
+    models = {}
+    for variant, settings in variants(device).items():
+        models[variant] = GenerativeConvNet(
+            net=factory, sample_shape=shape, langevin_step_size=DELTA, langevin_sigma=SIGMA, **settings
+        ).to(device)
+        models[variant].load_state_dict(models["eager"].state_dict())
 
     def gen() -> torch.Generator:
-        return torch.Generator().manual_seed(0)
+        return torch.Generator(device=device).manual_seed(0)
 
-    runs = {
-        "plain": lambda n: plain_langevin(eager.net, x0, n, gen()),
-        "eager": lambda n: eager.langevin(x0, n_steps=n, rng=gen()),
-        "compile": lambda n: fast.langevin(x0, n_steps=n, rng=gen()),
-        "bf16": lambda n: bf16.langevin(x0, n_steps=n, rng=gen()),
-    }
+    runs = {"plain": lambda n: plain_langevin(models["eager"].net, x0, n, gen())}
+    runs.update({v: lambda n, m=m: m.langevin(x0, n_steps=n, rng=gen()) for v, m in models.items()})
     for run in runs.values():
         run(3)  # warm-up (and the compile)
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -120,23 +137,28 @@ def langevin_row(
         for k, run in runs.items():
             times[k].append(_timed(lambda run=run: run(steps)) / steps * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}
-    gflop = step_flops(eager.net, x0) / 1e9
-    rate = {k: gflop / (ms[k] / 1e3) for k in ("eager", "compile")}
+    gflop = step_flops(models["eager"].net, x0) / 1e9
+    best = min((v for v in models if "bf16" not in v), key=ms.__getitem__)
+    ratios = " | ".join(f"{ms[v] / ms['plain']:.3f}" for v in models)
     return (
-        f"| {name} ({batch}) | {ms['plain']:.2f} | {ms['eager']:.2f} | {ms['eager'] / ms['plain']:.3f} | "
-        f"{ms['compile']:.2f} | {ms['compile'] / ms['plain']:.3f} | {ms['bf16']:.2f} | {ms['bf16'] / ms['plain']:.3f} "
-        f"| {rate['eager']:.1f} | {rate['compile']:.1f} | {rate['eager'] / machine:.0%} "
-        f"| {rate['compile'] / machine:.0%} |"
+        f"| {name} ({batch}) | {ms['plain']:.2f} | {ratios} | {gflop / (ms['eager'] / 1e3) / machine:.0%} "
+        f"| {best}: {gflop / (ms[best] / 1e3) / machine:.0%} |"
     )
 
 
-def langevin_table(repeats: int, steps: int, machine: float) -> list[str]:
+def variants(device: str) -> dict[str, dict]:
+    """The framework's variants measured on ``device``: CUDA graphs only on a GPU."""
+    return VARIANTS | (CUDA_VARIANTS if device.startswith("cuda") else {})
+
+
+def langevin_table(repeats: int, steps: int, machine: float, device: str = "cpu") -> list[str]:
     """Tables 1 and 2 for every net."""
-    rows = ["| net (batch) | plain loop ms/step | framework eager | ratio | framework compile | ratio | framework bf16 "
-            "| ratio | GFLOP/s eager | GFLOP/s compile | eager / matmul | compile / matmul |",
-            "| --- |" + " ---: |" * 11]  # fmt: skip
+    names = variants(device)
+    rows = ["| net (batch) | plain loop ms/step | " + " | ".join(f"{v} / plain" for v in names)
+            + " | float32 GFLOP/s eager / matmul | the fastest float32 variant / matmul |",
+            "| --- |" + " ---: |" * (len(names) + 3)]  # fmt: skip
     for name, (factory, shape, batch) in NETS.items():
-        rows.append(langevin_row(name, factory, shape, batch, repeats, steps, machine))
+        rows.append(langevin_row(name, factory, shape, batch, repeats, steps, machine, device))
     return rows
 
 
@@ -193,8 +215,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and iterations (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument("--langevin-only", action="store_true", help="only the Langevin-step table, printed")
+    parser.add_argument("--device", default="cpu", help="the Langevin table's device, e.g. cuda (with --langevin-only)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
+    if args.langevin_only:
+        machine = matmul_gflops(args.device)
+        print(f"{args.device}: float32 matmul {machine:.1f} GFLOP/s; torch {torch.__version__}")
+        print("\n".join(langevin_table(3 if args.quick else 7, 5 if args.quick else 20, machine, args.device)))
+        return
     machine = matmul_gflops()
     cpu = platform.processor() or platform.machine()
     lines = [

@@ -78,6 +78,8 @@ class LangevinMixin:
         langevin_compile: compile the score network with ``torch.compile`` (pays for smooth nets; see ``make bench``).
         langevin_precision: ``"bf16"``/``"fp16"``: the score's forward and backward under autocast, chains float32.
         langevin_channels_last: chains and the module's weights in the channels-last layout (GPUs).
+        langevin_cuda_graphs: compile the score network with CUDA graphs (``mode="reduce-overhead"``; implies
+            ``langevin_compile``); on a CPU it warns and compiles without them.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class LangevinMixin:
         langevin_compile: bool = False,
         langevin_precision: Precision | None = None,
         langevin_channels_last: bool = False,
+        langevin_cuda_graphs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +111,7 @@ class LangevinMixin:
             "langevin_compile",
             "langevin_precision",
             "langevin_channels_last",
+            "langevin_cuda_graphs",
         )
 
     def langevin(
@@ -141,6 +145,7 @@ class LangevinMixin:
                 compile=hp.langevin_compile,
                 precision=hp.langevin_precision,
                 channels_last=hp.langevin_channels_last,
+                cuda_graphs=hp.langevin_cuda_graphs,
             )
         self.check_finite(x, "the Langevin chains")
         return x
@@ -160,6 +165,7 @@ class GeneratorMixin:
             generator learns by regressing onto its targets with weight 1/(2s²).
         generator_noise: add the noise term; ``False`` is gradient descent on ``−log p(x, z)``.
         generator_compile: compile the generator's forward for the latent steps (``torch.compile``).
+        generator_cuda_graphs: compile it with CUDA graphs (implies ``generator_compile``; GPUs).
     """
 
     def __init__(
@@ -170,6 +176,7 @@ class GeneratorMixin:
         generator_sigma: float = 0.3,
         generator_noise: bool = True,
         generator_compile: bool = False,
+        generator_cuda_graphs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -179,7 +186,12 @@ class GeneratorMixin:
                 f"{generator_steps}, {generator_step_size}, {generator_sigma}"
             )
         self.save_hyperparameters(
-            "generator_steps", "generator_step_size", "generator_sigma", "generator_noise", "generator_compile"
+            "generator_steps",
+            "generator_step_size",
+            "generator_sigma",
+            "generator_noise",
+            "generator_compile",
+            "generator_cuda_graphs",
         )
 
     def infer_latent(
@@ -209,6 +221,7 @@ class GeneratorMixin:
                 mask=mask,
                 generator=self.rng if rng is None else rng,
                 compile=hp.generator_compile,
+                cuda_graphs=hp.generator_cuda_graphs,
             )
         self.check_finite(z, "the inferred latent vectors")
         return z
@@ -228,6 +241,7 @@ class HMCMixin:
         hmc_sigma: σ of the Gaussian reference distribution.
         hmc_target_accept: the acceptance rate the first half of the iterations adapts ε to; ``None`` keeps ε.
         hmc_compile: compile the score network (``torch.compile``).
+        hmc_cuda_graphs: compile it with CUDA graphs (implies ``hmc_compile``; GPUs).
     """
 
     def __init__(
@@ -239,6 +253,7 @@ class HMCMixin:
         hmc_sigma: float = 1.0,
         hmc_target_accept: float | None = 0.65,
         hmc_compile: bool = False,
+        hmc_cuda_graphs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -248,7 +263,13 @@ class HMCMixin:
                 f"{hmc_steps}, {hmc_step_size}, {hmc_leapfrog_steps}, {hmc_sigma}"
             )
         self.save_hyperparameters(
-            "hmc_steps", "hmc_step_size", "hmc_leapfrog_steps", "hmc_sigma", "hmc_target_accept", "hmc_compile"
+            "hmc_steps",
+            "hmc_step_size",
+            "hmc_leapfrog_steps",
+            "hmc_sigma",
+            "hmc_target_accept",
+            "hmc_compile",
+            "hmc_cuda_graphs",
         )
 
     def hmc(
@@ -275,6 +296,7 @@ class HMCMixin:
                 generator=self.rng if rng is None else rng,
                 callback=callback,
                 compile=hp.hmc_compile,
+                cuda_graphs=hp.hmc_cuda_graphs,
             )
         self.check_finite(x, "the HMC chains")
         return x

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from lightning_ebm.samplers.langevin import ScoreFn
-from lightning_ebm.samplers.speed import fast_score
+from lightning_ebm.samplers.speed import fast_score, graphs_on
 
 
 def _energy_and_grad(f: ScoreFn, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
@@ -47,6 +47,7 @@ def hmc(
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> Tensor:
     """Run ``n_steps`` HMC iterations on ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)``, every chain with its own step size.
 
@@ -71,6 +72,9 @@ def hmc(
         callback: called after every iteration with ``{"step", "x", "accept_prob", "accepted", "step_size"}``
             (``(B,)`` each but ``x``).
         compile: run ``f`` through ``torch.compile`` (once, reused; :mod:`~lightning_ebm.samplers.speed`).
+        cuda_graphs: compile ``f`` with CUDA graphs (as in :func:`~lightning_ebm.samplers.langevin`; implies
+            ``compile``). The energies and gradients the leapfrog keeps are computed from the graph's outputs, not
+            the outputs themselves, so a replay overwrites nothing that is still needed.
 
     Returns:
         The final states ``(B, *S)``, detached, with ``x``'s dtype and device.
@@ -84,7 +88,7 @@ def hmc(
         raise ValueError(f"target_accept must be in (0, 1) or None, got {target_accept}")
     adapt = (n_steps // 2 if adapt_steps is None else adapt_steps) if target_accept is not None else 0
     view = (-1,) + (1,) * (x.dim() - 1)
-    f = fast_score(f, compile=compile)
+    f = fast_score(f, compile=compile or cuda_graphs, cuda_graphs=graphs_on(x, cuda_graphs))
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone()
         log_eps = torch.full(x.shape[:1], float(step_size), dtype=x.dtype, device=x.device).log()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_ebm.samplers.speed import Precision, fast_score
+from lightning_ebm.samplers.speed import Precision, fast_score, graphs_on
 
 ScoreFn = Callable[[Tensor], Tensor]
 
@@ -35,6 +35,7 @@ def langevin(
     compile: bool = False,
     precision: Precision | None = None,
     channels_last: bool = False,
+    cuda_graphs: bool = False,
 ) -> Tensor:
     """Run ``n_steps`` of Langevin dynamics on ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)``.
 
@@ -60,6 +61,9 @@ def langevin(
             and the update stay float32 (the δ²/σ² terms overflow in half precision).
         channels_last: keep 4-D chains in the channels-last layout (the net should be converted too:
             ``net.to(memory_format=torch.channels_last)``); pays on GPUs with tensor cores.
+        cuda_graphs: compile ``f`` with CUDA graphs (``torch.compile`` ``mode="reduce-overhead"``; implies
+            ``compile``): pays where a step is short enough for kernel launches to count. On a CPU it warns and
+            compiles without them. The callback then gets copies of ``grad`` and ``f``.
 
     The update is in place on one chain tensor, and the noise is drawn into one buffer made once.
 
@@ -73,7 +77,8 @@ def langevin(
         )
     half = step_size**2 / 2
     decay = 1.0 - half / sigma**2
-    f = fast_score(f, compile=compile, precision=precision)
+    graphs = graphs_on(x, cuda_graphs)
+    f = fast_score(f, compile=compile or cuda_graphs, precision=precision, cuda_graphs=graphs)
     layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone(memory_format=layout)  # a normal tensor even when x was made under inference mode
@@ -95,8 +100,9 @@ def langevin(
                 x.add_(torch.randn(x.shape, generator=generator, out=eps), alpha=step_size)
             if clip is not None:
                 x.clamp_(clip[0], clip[1])
-            if callback is not None:
-                callback({"step": step, "x": x, "grad": grad, "f": fx.detach()})
+            if callback is not None:  # a CUDA graph's replay overwrites its outputs: the callback gets copies
+                fx = fx.detach().clone() if graphs else fx.detach()
+                callback({"step": step, "x": x, "grad": grad.clone() if graphs else grad, "f": fx})
     return x
 
 
@@ -113,6 +119,7 @@ def posterior_langevin(
     generator: torch.Generator | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> Tensor:
     """Langevin dynamics on the generator's posterior ``p(z | x)`` for ``x = g(z) + N(0, s² I)``, ``z ~ N(0, I)``.
 
@@ -137,6 +144,7 @@ def posterior_langevin(
         generator: the random-number generator for the noise.
         callback: called after every step with ``{"step", "z", "grad"}``.
         compile: run ``g`` through ``torch.compile`` (once, reused).
+        cuda_graphs: compile ``g`` with CUDA graphs (as in :func:`langevin`; implies ``compile``).
 
     Returns:
         The final latents ``(B, *Z)``, detached.
@@ -146,7 +154,8 @@ def posterior_langevin(
             f"posterior_langevin needs n_steps >= 0, step_size >= 0 and sigma > 0; got n_steps={n_steps}, "
             f"step_size={step_size}, sigma={sigma}"
         )
-    g = fast_score(g, compile=compile)
+    graphs = graphs_on(z, cuda_graphs)
+    g = fast_score(g, compile=compile or cuda_graphs, cuda_graphs=graphs)
     half = step_size**2 / 2
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone()
@@ -164,5 +173,5 @@ def posterior_langevin(
             if eps is not None:
                 z.add_(torch.randn(z.shape, generator=generator, out=eps), alpha=step_size)
             if callback is not None:
-                callback({"step": step, "z": z, "grad": grad})
+                callback({"step": step, "z": z, "grad": grad.clone() if graphs else grad})
     return z
