@@ -29,7 +29,8 @@ class ImageTransform:
     Args:
         size: side of the output square.
         resize: shorter side after resizing; ``None`` resizes it to ``size`` (the whole image, centre-cropped).
-        crop: ``"center"`` or ``"random"`` (a random square each time the item is read).
+        crop: ``"center"`` or ``"random"`` (a random square each time the item is read, drawn from torch's global
+            generator, which the training loaders seed per item and epoch: ``SeededItems``).
         mode: ``"L"`` or ``"RGB"``.
         scaling: ``"linear"`` ([0, 255] to [-1, 1]) or ``"minmax"`` (each image's own range to [-1, 1], as the
             CoopNets and ABP codes do).
@@ -146,9 +147,14 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class EpochShuffle(Sampler[int]):
+class EpochShuffle(Sampler[tuple[int, int]]):
     """A new random order of ``range(n)`` every epoch, fixed by ``seed`` and the epoch (Lightning calls
-    ``set_epoch``), so that a resumed run reads the batches the uninterrupted one would have read."""
+    ``set_epoch``), so that a resumed run reads the batches the uninterrupted one would have read.
+
+    Each index comes with a seed for that item's own random draws in this epoch, ``(index, item_seed)``: read through
+    :class:`SeededItems`, random crops are then a function of the run seed, the epoch and the position, the same in
+    a resumed run, in any worker process, and new every epoch.
+    """
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
@@ -157,12 +163,35 @@ class EpochShuffle(Sampler[int]):
         """Use the order of epoch ``epoch`` from the next pass on."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 104_729) % 2**63)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        return zip(order, torch.randint(2**62, (self.n,), generator=g).tolist(), strict=True)
 
     def __len__(self) -> int:
         return self.n
+
+
+class SeededItems(Dataset):
+    """``dataset`` read at ``(index, item_seed)`` keys (from :class:`EpochShuffle`): the item is made with torch's
+    global generator seeded by ``item_seed`` (and put back afterwards, so nothing else's random stream moves), which
+    makes every random transform of the item reproducible: a resumed run reads the same random crops."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, item_seed = key
+        cpu = torch.default_generator  # its own manual_seed: 1 µs, against 65 µs for torch.manual_seed
+        state = cpu.get_state()
+        cpu.manual_seed(item_seed)
+        try:
+            return self.dataset[index]
+        finally:
+            cpu.set_state(state)
 
 
 class _Dropping(Sampler[int]):

@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
-from datamodules.loading import EpochShuffle, ImageLoader
+from datamodules.loading import EpochShuffle, ImageLoader, SeededItems
 
 
 class ResumableData(LightningDataModule):
@@ -25,11 +25,13 @@ class ResumableData(LightningDataModule):
 
     def resumable_loader(self, dataset: Dataset, **kwargs: Any) -> ImageLoader:
         """A shuffled training loader over ``dataset`` (``kwargs``: DataLoader arguments) that continues the
-        checkpointed run's order."""
+        checkpointed run's order, with each item's random draws (crops) fixed by the seed, the epoch and its
+        position."""
         if self._shuffle_seed is None:
             self._shuffle_seed = torch.initial_seed()  # the run's seed (seed_everything), kept in checkpoints
         skip, self._resume_batches = self._resume_batches, 0
-        return ImageLoader(dataset, skip_batches=skip, sampler=EpochShuffle(len(dataset), self._shuffle_seed), **kwargs)
+        sampler = EpochShuffle(len(dataset), self._shuffle_seed)
+        return ImageLoader(SeededItems(dataset), skip_batches=skip, sampler=sampler, **kwargs)
 
     def state_dict(self) -> dict[str, int]:
         """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""

@@ -20,6 +20,7 @@ from datamodules import (
     PhotoPatchesDataModule,
 )
 from datamodules.image_io import read_image
+from datamodules.loading import SeededItems
 
 WNIDS = {"n01440764": "tench, Tinca tinca", "n02123045": "tabby, tabby cat", "n02123159": "tiger cat"}
 
@@ -146,6 +147,43 @@ def test_image_folder_is_recursive_with_a_fixed_held_out_split(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image files under"):
         (tmp_path / "empty").mkdir()
         ImageFolderDataModule(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_random_crops_are_new_every_epoch_and_a_resumed_run_reads_the_same_ones(tmp_path, workers):
+    """Crops are a function of the run seed, the epoch and the position, in any worker, not of the global RNG."""
+    for k in range(3):
+        write_variants(tmp_path / "pics" / str(k), 10 * k)
+
+    def module() -> ImageFolderDataModule:
+        return ImageFolderDataModule(str(tmp_path / "pics"), image_size=12, resize=24, crop="random",
+                                     val_fraction=0, batch_size=3, num_workers=workers)  # fmt: skip
+
+    def epoch(loader, number: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader.sampler.set_epoch(number)
+        return [(batch["index"], batch["image"]) for batch in loader]
+
+    def by_image(batches) -> dict[int, torch.Tensor]:
+        return {int(i): x for index, images in batches for i, x in zip(index, images)}
+
+    torch.manual_seed(7)
+    dm = module()
+    loader = dm.train_dataloader()
+    first, second = epoch(loader, 0), epoch(loader, 1)  # the same (persistent) workers read both epochs
+    a, b = by_image(first), by_image(second)
+    assert sorted(a) == list(range(12)) and sum(not torch.equal(a[i], b[i]) for i in a) >= 10  # new crops
+
+    torch.manual_seed(123)  # another global state must not decide the crops
+    resumed = module()
+    resumed.load_state_dict({"shuffle_seed": dm.state_dict()["shuffle_seed"], "batches_done": 2})
+    again = epoch(resumed.train_dataloader(), 0)
+    assert len(again) == 2 and all(torch.equal(i, j) and torch.equal(x, y) for (i, x), (j, y) in zip(again, first[2:]))
+
+    state = torch.get_rng_state()  # reading an item leaves the global random stream where it was
+    item = SeededItems(dm.train_set)[(4, 99)]
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(
+        item["image"], SeededItems(dm.train_set)[(4, 99)]["image"]
+    )
 
 
 def write_cifar(folder: Path, per_batch: int = 20) -> None:
