@@ -1,9 +1,9 @@
 """Plain ``nn.Module`` nets from the published architectures; no Lightning here."""
 
+from lightning_ebm.nets.activations import LeakyReLU, ReLU
 from lightning_ebm.nets.classifiers import ConvClassifier
 from lightning_ebm.nets.descriptors import (
     Descriptor,
-    LeakyReLU,
     MultigridDescriptor,
     ObjectDescriptor,
     TextureDescriptor,
@@ -21,6 +21,7 @@ __all__ = [
     "ObjectDescriptor",
     "Observation",
     "RandomProjection",
+    "ReLU",
     "SceneGenerator",
     "SoundGenerator",
     "TextureDescriptor",

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
+from lightning_ebm.nets.activations import ReLU
+
 
 class ConvClassifier(nn.Module):
     """Blocks of ``kernel × kernel`` convolution, ReLU and 2×2 max-pooling, then a hidden fully connected layer.
@@ -46,13 +48,13 @@ class ConvClassifier(nn.Module):
         self.sample_shape, self.num_classes = (c, h, w), num_classes
         layers: list[nn.Module] = []
         for out in channels:
-            layers += [nn.Conv2d(c, out, kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(c, out, kernel, padding=kernel // 2), ReLU(), nn.MaxPool2d(2)]
             c = out
         self.features = nn.Sequential(*layers)
         flat = c * (h // factor) * (w // factor)
         head: list[nn.Module] = [nn.Flatten()]
         if hidden:
-            head += [nn.Linear(flat, hidden), nn.ReLU()]
+            head += [nn.Linear(flat, hidden), ReLU()]
             flat = hidden
         head += [nn.Dropout(dropout), nn.Linear(flat, num_classes)]
         self.head = nn.Sequential(*head)

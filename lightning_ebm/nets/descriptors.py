@@ -10,12 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-
-class LeakyReLU(nn.LeakyReLU):
-    """``nn.LeakyReLU`` whose default slope is the papers' 0.2 (torch's default is 0.01)."""
-
-    def __init__(self, negative_slope: float = 0.2, inplace: bool = False) -> None:
-        super().__init__(negative_slope, inplace)
+from lightning_ebm.nets.activations import LeakyReLU, ReLU
 
 
 class Descriptor(nn.Module):
@@ -76,7 +71,7 @@ class TextureDescriptor(Descriptor):
         channels: Sequence[int] = (100, 70, 30),
         kernel_sizes: Sequence[int] = (15, 9, 7),
         strides: Sequence[int] = (3, 1, 1),
-        activation: type[nn.Module] = nn.ReLU,
+        activation: type[nn.Module] = ReLU,
         init_std: float | None = 0.01,
     ) -> None:
         super().__init__(sample_shape)

@@ -10,7 +10,8 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from lightning_ebm.nets.descriptors import LeakyReLU, init_gaussian
+from lightning_ebm.nets.activations import LeakyReLU, ReLU
+from lightning_ebm.nets.descriptors import init_gaussian
 
 
 def _up_block(c_in: int, c_out: int, activation: type[nn.Module] | None, batch_norm: bool) -> list[nn.Module]:
@@ -169,7 +170,7 @@ class SoundGenerator(Generator):
         channels: Sequence[int] = (256, 128),
         kernel_size: int = 25,
         factor: int = 10,
-        activation: type[nn.Module] = nn.ReLU,
+        activation: type[nn.Module] = ReLU,
         init_std: float | None = 0.005,
     ) -> None:
         c, length = (int(s) for s in sample_shape)
