@@ -26,6 +26,7 @@ from torch import Tensor
 Precision = Literal["bf16", "fp16"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _compiled: "weakref.WeakKeyDictionary[Any, dict[Any, Callable]]" = weakref.WeakKeyDictionary()
+_warned_no_graphs = False  # the CPU fallback's warning is given once per process
 
 
 def compiled(f: Callable[[Tensor], Tensor], mode: str | None = None) -> Callable[[Tensor], Tensor]:
@@ -42,7 +43,11 @@ def compiled(f: Callable[[Tensor], Tensor], mode: str | None = None) -> Callable
 def graphs_on(x: Tensor, cuda_graphs: bool) -> bool:
     """Whether CUDA graphs can be used for chains ``x``: only on a CUDA device; elsewhere a warning says that the
     score is compiled without them (so a GPU recipe still runs a short test on the CPU)."""
+    global _warned_no_graphs
     if cuda_graphs and x.device.type != "cuda":
+        if _warned_no_graphs:  # once: Lightning's warning filters would show it again at every step
+            return False
+        _warned_no_graphs = True
         warnings.warn(
             f"cuda_graphs needs chains on a CUDA device, these are on {x.device.type}: the score network is compiled "
             "without CUDA graphs; set cuda_graphs off (compile on) to silence this",

@@ -1,6 +1,7 @@
 """The speed options of the samplers change how fast they run, not what they compute."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -54,11 +55,17 @@ def test_compiled_score_gives_the_eager_chains_and_is_compiled_once():
 
 
 @pytest.mark.slow
-def test_cuda_graphs_on_a_cpu_warn_and_compile_without_them():
+def test_cuda_graphs_on_a_cpu_warn_once_and_compile_without_them(monkeypatch):
+    from lightning_ebm.samplers import speed
+
+    monkeypatch.setattr(speed, "_warned_no_graphs", False)
     eager = run()
     with pytest.warns(UserWarning, match="cuda_graphs needs chains on a CUDA device, these are on cpu"):
         fast = run(cuda_graphs=True)
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not again: a training run would print it at every step
+        run(cuda_graphs=True)
     # the code a GPU runs (reduce-overhead compile, a new replay per call), on the CPU where inductor skips the graphs
     g = torch.Generator().manual_seed(2)
     graphed = fast_score(score, cuda_graphs=True)
