@@ -8,9 +8,15 @@ rounded s·x; 2x halved) and compile to kernels without a mask: 2.95 and 3.5 ms.
 differs (a half of each side instead of the left one), a set of measure zero that sampling never depends on.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+Activation = Callable[[], nn.Module]
+"""What the nets take as ``activation``: a class (``lightning_ebm.nets.ReLU``) or, in a config, a class with
+arguments (``{class_path: lightning_ebm.nets.LeakyReLU, init_args: {negative_slope: 0.01}}``)."""
 
 
 class LeakyReLU(nn.LeakyReLU):

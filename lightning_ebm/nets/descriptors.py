@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_ebm.nets.activations import LeakyReLU, ReLU
+from lightning_ebm.nets.activations import Activation, LeakyReLU, ReLU
 
 
 class Descriptor(nn.Module):
@@ -60,7 +60,7 @@ class TextureDescriptor(Descriptor):
         channels: output channels of each layer.
         kernel_sizes: kernel size of each layer.
         strides: stride of each layer.
-        activation: activation class applied after every layer, the last included.
+        activation: the nonlinearity after every layer, the last included (a class, or a callable making one).
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
     """
 
@@ -71,7 +71,7 @@ class TextureDescriptor(Descriptor):
         channels: Sequence[int] = (100, 70, 30),
         kernel_sizes: Sequence[int] = (15, 9, 7),
         strides: Sequence[int] = (3, 1, 1),
-        activation: type[nn.Module] = ReLU,
+        activation: Activation = ReLU,
         init_std: float | None = 0.01,
     ) -> None:
         super().__init__(sample_shape)
@@ -108,7 +108,7 @@ class ObjectDescriptor(Descriptor):
         kernel_sizes: kernel size of each convolution.
         strides: stride of each convolution.
         n_out: number of outputs of the full-size layer (summed).
-        activation: activation class after each convolution.
+        activation: the nonlinearity after each convolution (a class, or a callable making one).
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
     """
 
@@ -120,7 +120,7 @@ class ObjectDescriptor(Descriptor):
         kernel_sizes: Sequence[int] = (5, 3, 3),
         strides: Sequence[int] = (2, 2, 1),
         n_out: int = 100,
-        activation: type[nn.Module] = LeakyReLU,
+        activation: Activation = LeakyReLU,
         init_std: float | None = 0.01,
     ) -> None:
         super().__init__(sample_shape)
@@ -174,7 +174,7 @@ class MultigridDescriptor(Descriptor):
         strides: stride of each convolution (``None``: as ``channels``).
         width: multiplies every default channel count (0.25 makes a CPU-sized net); ignored with ``channels``.
         batch_norm: batch normalisation after every convolution (``False``: plain convolutions).
-        activation: activation class after each convolution.
+        activation: the nonlinearity after each convolution (a class, or a callable making one).
     """
 
     def __init__(
@@ -186,7 +186,7 @@ class MultigridDescriptor(Descriptor):
         strides: Sequence[int] | None = None,
         width: float = 1.0,
         batch_norm: bool = True,
-        activation: type[nn.Module] = LeakyReLU,
+        activation: Activation = LeakyReLU,
     ) -> None:
         super().__init__(sample_shape)
         if len(self.sample_shape) != 3:

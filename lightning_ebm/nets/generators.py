@@ -10,11 +10,11 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from lightning_ebm.nets.activations import LeakyReLU, ReLU
+from lightning_ebm.nets.activations import Activation, LeakyReLU, ReLU
 from lightning_ebm.nets.descriptors import init_gaussian
 
 
-def _up_block(c_in: int, c_out: int, activation: type[nn.Module] | None, batch_norm: bool) -> list[nn.Module]:
+def _up_block(c_in: int, c_out: int, activation: Activation | None, batch_norm: bool) -> list[nn.Module]:
     """A ×2 transposed convolution, then (batch norm and) the activation."""
     layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1)]
     if batch_norm:
@@ -25,7 +25,7 @@ def _up_block(c_in: int, c_out: int, activation: type[nn.Module] | None, batch_n
 
 
 def _up_stack(
-    c_in: int, channels: Sequence[int], c_image: int, activation: type[nn.Module], batch_norm: bool
+    c_in: int, channels: Sequence[int], c_image: int, activation: Activation, batch_norm: bool
 ) -> list[nn.Module]:
     """One ×2 block per entry of ``channels``, then a last ×2 transposed convolution to the image and tanh."""
     layers: list[nn.Module] = []
@@ -66,7 +66,7 @@ class SceneGenerator(Generator):
         sample_shape: ``(C, S, S)`` with ``S = 4 · 2^len(channels)``.
         z_dim: latent dimension.
         channels: hidden channels, from the 4×4 layer up.
-        activation: hidden activation class.
+        activation: the hidden nonlinearity (a class, or a callable making one).
         batch_norm: batch normalisation (with batch statistics) after every hidden layer.
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
     """
@@ -77,7 +77,7 @@ class SceneGenerator(Generator):
         *,
         z_dim: int = 100,
         channels: Sequence[int] = (512, 256, 128, 64),
-        activation: type[nn.Module] = LeakyReLU,
+        activation: Activation = LeakyReLU,
         batch_norm: bool = True,
         init_std: float | None = 0.005,
     ) -> None:
@@ -115,7 +115,7 @@ class TextureGenerator(Generator):
         sample_shape: ``(C, H, W)``, each side a multiple of ``2^(len(channels) + 1)``.
         z_channels: channels of the spatial latent (1 in CoopNets, 5 in ABP's texture config).
         channels: hidden channels.
-        activation: hidden activation class.
+        activation: the hidden nonlinearity (a class, or a callable making one).
         batch_norm: batch normalisation (with batch statistics) after every hidden layer.
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
     """
@@ -126,7 +126,7 @@ class TextureGenerator(Generator):
         *,
         z_channels: int = 1,
         channels: Sequence[int] = (512, 256, 128, 64),
-        activation: type[nn.Module] = LeakyReLU,
+        activation: Activation = LeakyReLU,
         batch_norm: bool = True,
         init_std: float | None = 0.005,
     ) -> None:
@@ -159,7 +159,7 @@ class SoundGenerator(Generator):
         channels: hidden channels.
         kernel_size: temporal kernel of every layer.
         factor: upsampling of every layer.
-        activation: hidden activation class.
+        activation: the hidden nonlinearity (a class, or a callable making one).
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
     """
 
@@ -170,7 +170,7 @@ class SoundGenerator(Generator):
         channels: Sequence[int] = (256, 128),
         kernel_size: int = 25,
         factor: int = 10,
-        activation: type[nn.Module] = ReLU,
+        activation: Activation = ReLU,
         init_std: float | None = 0.005,
     ) -> None:
         c, length = (int(s) for s in sample_shape)

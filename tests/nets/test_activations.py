@@ -30,3 +30,21 @@ def test_compiled_nets_give_the_eager_values_and_gradients():
         compiled = torch.compile(net)(x).sum()
         torch.testing.assert_close(compiled, eager)
         torch.testing.assert_close(torch.autograd.grad(compiled, x)[0], torch.autograd.grad(eager, x)[0])
+
+
+def test_a_recipe_gives_a_nets_activation_its_arguments():
+    """``coopnets_cifar_paper.yaml`` asks for the PyTorch port's slope 0.01 through class_path and init_args."""
+    from pathlib import Path
+
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from lightning_ebm.nets.descriptors import DescriptorFactory
+
+    recipe = Path(__file__).parents[2] / "conf" / "experiments" / "coopnets_cifar_paper.yaml"
+    parser = ArgumentParser()
+    parser.add_argument("--descriptor", type=DescriptorFactory)
+    config = {"descriptor": yaml.safe_load(recipe.read_text())["model"]["init_args"]["descriptor"]}
+    net = parser.instantiate(parser.parse_object(config)).descriptor((3, 32, 32))
+    slopes = [m.negative_slope for m in net.modules() if isinstance(m, LeakyReLU)]
+    assert slopes == [0.01, 0.01, 0.01]
