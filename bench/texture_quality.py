@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import lightning_ebm.methods  # noqa: F401  (the classes checkpoints name)
 from datamodules import TextureDataModule
+from lightning_ebm.lightning_private import split_cli_hparams
 from lightning_ebm.metrics import swd
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     checkpoint = torch.load(ckpt, weights_only=True, map_location="cpu")
     data = {k: v for k, v in checkpoint["datamodule_hyper_parameters"].items() if not k.startswith("_")}
     observed = TextureDataModule(**data)
-    module_name, class_name = checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)
+    module_name, class_name = split_cli_hparams(checkpoint["hyper_parameters"])[0].rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load_from_checkpoint(ckpt, map_location="cpu")
     samples = model.sample(4)
     g = torch.Generator().manual_seed(0)

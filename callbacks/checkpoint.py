@@ -6,6 +6,8 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_ebm.lightning_private import save_checkpoint_now
+
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that also saves when training ends between two periodic saves.
@@ -29,10 +31,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def save_now(self, trainer: Trainer) -> None:
         """Save the current state (top-k and ``last.ckpt``) unless this step is saved already."""
-        if not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        save_checkpoint_now(self, trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save the final state if it is newer than the last saved one."""

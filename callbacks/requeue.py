@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.checkpoint import RunCheckpoint
+from lightning_ebm.lightning_private import hpc_checkpoint_path
 
 
 def slurm_job_id() -> str | None:
@@ -99,7 +100,7 @@ class SlurmRequeue(Callback):
         """Checkpoint and requeue when the signal came to any process."""
         if not self._active or not self._agreed(pl_module):
             return
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        path = hpc_checkpoint_path(trainer)
         rank_zero_info(f"{self.signum.name} received: saving {path} at step {trainer.global_step} and requeueing")
         # last.ckpt first, so that the hpc checkpoint's record of it is current: the restarted run then keeps
         # writing last.ckpt instead of taking it for another run's file and starting a last-v1.ckpt beside it

@@ -7,6 +7,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
 from datamodules.loading import EpochShuffle, ImageLoader, SeededItems
+from lightning_ebm.lightning_private import batches_processed_this_epoch
 
 
 class ResumableData(LightningDataModule):
@@ -37,7 +38,7 @@ class ResumableData(LightningDataModule):
         """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""
         if self._shuffle_seed is None:
             return {}
-        done = 0 if self.trainer is None else self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = 0 if self.trainer is None else batches_processed_this_epoch(self.trainer)
         return {"shuffle_seed": self._shuffle_seed, "batches_done": done}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:

@@ -3,8 +3,7 @@
 import functools
 import inspect
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,25 +11,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from lightning_ebm.lightning_private import attached_trainer, cli_hparams, has_cli_instantiator, step_without_counting
 from lightning_ebm.samplers.banks import Bank
-
-_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
-
-
-@contextmanager
-def _not_counted(optimizer: Any) -> Iterator[None]:
-    """Step a LightningOptimizer without advancing ``trainer.global_step``.
-
-    In manual optimisation Lightning counts every optimiser step, so several optimisers would make ``max_steps`` count
-    fractions of iterations (Lightning #17958). The step keeps its precision and strategy handling but skips the
-    counter hooks that Lightning's manual loop installs for each step.
-    """
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = lambda: None
-    try:
-        yield
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
 
 
 class DivergenceError(FloatingPointError):
@@ -78,7 +60,7 @@ class EBMModule(LightningModule):
         self._rng: torch.Generator | None = None
         self._saved_rng_state: Tensor | None = None
         # Denormal floats on the CPU: small weights and near-flat chains push activations into the denormal range,
-        # which made Langevin steps 9-20x slower (reference/environment.md §9). Flushing them to zero is a
+        # which made Langevin steps 9-20x slower (docs/engineering.md, "Denormal floats"). Flushing them to zero is a
         # process-wide setting; it is made here so that sampling a loaded model in a notebook is fast too.
         torch.set_flush_denormal(True)
 
@@ -170,7 +152,7 @@ class EBMModule(LightningModule):
                 self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizers[0].step()
         for opt in optimizers[1:]:
-            with _not_counted(opt):
+            with step_without_counting(opt):
                 opt.step()
         schedulers = self.lr_schedulers()
         if schedulers is not None:
@@ -214,7 +196,7 @@ class EBMModule(LightningModule):
         if bool(torch.isfinite(value).all()):
             return
         settings = {k: v for k, v in self.hparams.items() if "step_size" in k or k.endswith("sigma")}
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             for i, opt in enumerate(self.trainer.optimizers):
                 settings[f"lr[{i}]" if len(self.trainer.optimizers) > 1 else "lr"] = opt.param_groups[0]["lr"]
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
@@ -236,7 +218,7 @@ class EBMModule(LightningModule):
         return {name: value for name, value in vars(self).items() if isinstance(value, Bank)}
 
     def _world_size(self) -> int:
-        return self.trainer.world_size if self._trainer is not None else 1
+        return self.trainer.world_size if attached_trainer(self) is not None else 1
 
     def _gather(self, t: Tensor) -> Tensor:
         """Stack every rank's ``t`` into ``(W, ...)`` on the CPU (a collective: all ranks must call it)."""
@@ -254,7 +236,7 @@ class EBMModule(LightningModule):
         state["rng"] = self._gather(self.rng.get_state())
         checkpoint["ebm_state"] = state
         hparams = checkpoint.get("hyper_parameters")
-        if hparams is not None and "_instantiator" not in hparams:
+        if hparams is not None and not has_cli_instantiator(hparams):
             checkpoint["hyper_parameters"] = portable_hparams(type(self), hparams)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -307,11 +289,10 @@ def portable_hparams(cls: type, hparams: Mapping[str, Any]) -> dict[str, Any]:
     checkpoint loads with ``torch.load(weights_only=True)`` and ``Class.load_from_checkpoint(path)`` rebuilds them
     through Lightning's CLI instantiator.
     """
-    out: dict[str, Any] = {"_class_path": _import_path(cls)}
+    out: dict[str, Any] = {}
     for key, value in hparams.items():
         try:
             out[key] = _portable(value)
         except TypeError as err:
             warnings.warn(f"hyper-parameter {key!r} is not saved in the checkpoint: {err}", stacklevel=2)
-    out["_instantiator"] = _INSTANTIATOR
-    return out
+    return cli_hparams(_import_path(cls), out)
