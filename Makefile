@@ -3,33 +3,31 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch goes in first, so that the project's loose `torch>=2.6` never pulls a 5 GB CUDA build onto a CPU machine.
-# Where an NVIDIA driver is found, the venv sees the Python's own packages, so a torch you installed is kept (else
-# PyPI's default CUDA build is installed); elsewhere the CPU build, torch==2.13.0, goes in. A torch that the venv
-# already sees is never replaced. Without CUDA and without that wheel at hand:
-#   make install TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
-GPU := $(shell command -v nvidia-smi 2>/dev/null)
-TORCH ?= $(if $(GPU),torch,torch==2.13.0)
-TORCH_INDEX ?=
-VENV_FLAGS ?= $(if $(GPU),--system-site-packages)
+# lightning_ebm/install.py makes the venv and chooses the torch build, and says which and why: a torch the venv
+# already sees is kept; with an NVIDIA driver the venv sees your Python's packages and PyPI's CUDA build goes in only
+# if there is no torch; without one, the CPU build, never a CUDA one. `make install-plan` prints the commands it
+# would run. Knobs: TORCH_SPEC (default torch==2.13.0), CPU_INDEX (PyTorch's CPU wheel index), LIGHTNING_EBM_GPU=0|1.
+INSTALL := $(PYTHON) -m lightning_ebm.install --venv $(VENV) $(if $(TORCH_SPEC),--torch-spec '$(TORCH_SPEC)') \
+	$(if $(CPU_INDEX),--cpu-index '$(CPU_INDEX)')
 
-.PHONY: help install train test lint format bench clean
+.PHONY: help install install-plan train test lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(PY) -m pip install -e '.[dev]'
+	@$(INSTALL)
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install the project into it (an installed torch is kept)
 
-train: install ## the main job: a generative ConvNet learns a texture from one image (~5 min on 2 CPU cores)
-	$(PY) -m lightning_ebm fit --config conf/experiments/texture.yaml
+install-plan: ## print what `make install` would run, and why, without running it
+	@$(INSTALL) --dry-run
 
-test: install ## the whole test suite (CPU, a few minutes)
+train: install ## the main job: a generative ConvNet learns a texture from one image (~5 min on 2 CPU cores)
+	$(VENV)/bin/lightning-ebm fit --config texture
+
+test: install ## the whole test suite (CPU); installs no system package (LIGHTNING_EBM_TEST_SLURM=install: SLURM's)
 	$(PY) -m pytest
 
 lint: install ## ruff: lint and formatting check
@@ -51,5 +49,5 @@ bench: install ## benchmarks (bench/), printed as tables
 	$(PY) bench/speed.py
 
 clean: ## remove run outputs and caches (keeps .venv)
-	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache *.egg-info
+	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache *.egg-info build dist
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
