@@ -1,9 +1,10 @@
-"""Lightning callbacks: sample grids, monitors, prediction writers and checkpointing. They work on rank zero,
-write under the run directory and hand images to whatever logger is attached (wandb first)."""
+"""Lightning callbacks: sample grids, monitors, prediction writers, checkpointing and a step progress bar. They
+work on rank zero, write under the run directory and hand images to whatever logger is attached (wandb first)."""
 
 from callbacks.audio_samples import AudioSamples
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.energy_monitor import EnergyMonitor
+from callbacks.progress import StepProgressBar
 from callbacks.requeue import SlurmRequeue
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
@@ -17,4 +18,5 @@ __all__ = [
     "SampleQuality",
     "SampleWriter",
     "SlurmRequeue",
+    "StepProgressBar",
 ]

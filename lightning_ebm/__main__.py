@@ -1,51 +1,117 @@
-"""``python -m lightning_ebm {fit,validate,test,predict} --config ...``, ``visualize --ckpt_path ... --node ...`` and
-``submit --config ... --nodes N --gpus-per-node G``: the whole entry point."""
+"""``lightning-ebm`` and ``python -m lightning_ebm``: one program, six commands. Dispatch only.
 
+``fit``, ``validate``, ``test`` and ``predict`` are :mod:`lightning_ebm.cli`, ``visualize`` is
+:mod:`lightning_ebm.visualize` and ``submit`` is :mod:`lightning_ebm.slurm`; each is imported only when it runs, so
+``--help`` answers without importing torch. Exit status: 0 on success, 2 on a refused input (one line, no
+traceback; ``LIGHTNING_EBM_DEBUG=1`` shows it), 1 when training fails.
+"""
+
+import importlib.util
 import os
 import sys
-import warnings
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
 
-from lightning_ebm.cli import EBMCLI, RUN_DIR_ENV, submit_main, visualize_main
+COMMANDS = {
+    "fit": "train a method: lightning-ebm fit --config texture",
+    "validate": "score a checkpoint on the held-out data: validate --ckpt_path RUN/checkpoints/last.ckpt",
+    "test": "score a checkpoint on the test data",
+    "predict": "draw samples from a checkpoint into PNG (or WAV) files",
+    "visualize": "sample a node of a trained classifier or descriptor and write a PNG grid",
+    "submit": "run a fit as a SLURM job that requeues itself at its time limit",
+}
+HOME = Path(__file__).resolve().parents[1]
 
-# Lightning warnings that say nothing about a run of this CLI: a deprecation inside Lightning itself, and two that
-# one-batch epochs (a single texture) trigger although logging and data loading are right.
-for _message in (
-    r".*isinstance\(treespec, LeafSpec\)",
-    r"Your `IterableDataset` has `__len__` defined",
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
-):
-    warnings.filterwarnings("ignore", message=_message)
+
+def _program() -> str:
+    name = Path(sys.argv[0]).name
+    return "lightning-ebm" if name == "lightning-ebm" else "python -m lightning_ebm"
 
 
-def cli_main(args: Any = None) -> Any:
-    """Run the command line; ``args`` (a list of strings or a dict) replaces ``sys.argv`` for tests and notebooks.
+def usage(prog: str) -> str:
+    """The program's help: its commands, the shipped recipes and presets."""
+    from lightning_ebm import __version__, recipes
 
-    Returns the :class:`EBMCLI` of a Lightning subcommand; ``visualize`` (the written grid's path) and ``submit`` (the
-    SLURM job id) build no trainer, so they are parsed on their own.
-    """
-    argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, (list, tuple)) and argv and argv[0] in ("visualize", "submit"):
-        return (visualize_main if argv[0] == "visualize" else submit_main)(list(argv[1:]))
-    inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
-    failed = True
+    width = max(map(len, COMMANDS))
+    commands = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
+    return (
+        f"usage: {prog} <command> [options]\n\n"
+        f"Energy-based generative ConvNets as Lightning experiments (lightning_ebm {__version__}).\n\n"
+        f"commands:\n{commands}\n\n"
+        f"recipes (--config NAME): {', '.join(recipes.names('experiments'))}\n"
+        f"presets (stack after a recipe): {', '.join(recipes.names('trainer'))}\n\n"
+        f"'{prog} <command> --help' lists a command's options."
+    )
+
+
+def check_packages() -> None:
+    """Refuse to run with another module named ``callbacks`` or ``datamodules`` in front of ours (a ``callbacks.py``
+    in the working directory, say), which would otherwise break every command with an unexplained ImportError."""
+    from lightning_ebm.errors import UsageError
+
+    for name in ("callbacks", "datamodules"):
+        expected = HOME / name / "__init__.py"
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+        if origin != expected:
+            found = origin or (spec.submodule_search_locations if spec else "nowhere")
+            raise UsageError(
+                f"the module {name!r} found first is {found}, not lightning_ebm's package {expected.parent}: rename "
+                "that file or folder, or run from another directory"
+            )
+
+
+def cli_main(args: Sequence[str] | None = None) -> int:
+    """Run the command line; ``args`` replaces ``sys.argv[1:]`` (for notebooks and tests). Returns the exit status."""
+    from lightning_ebm.errors import UsageError
+
+    argv = list(sys.argv[1:] if args is None else args)
+    prog = _program()
+    os.environ.setdefault("LIGHTNING_EBM_PROG", prog)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(prog), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from lightning_ebm import __version__
+
+        print(f"lightning_ebm {__version__}")
+        return 0
+    command = argv[0]
     try:
-        cli = EBMCLI(args=args)
-        failed = False
-        return cli
-    finally:
-        if not inherited:
-            os.environ.pop(RUN_DIR_ENV, None)
-        _finish_wandb(failed)
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}; the commands are {', '.join(COMMANDS)}")
+        check_packages()
+        if command == "visualize":
+            from lightning_ebm.visualize import main
+
+            main(argv[1:], prog)
+        elif command == "submit":
+            from lightning_ebm.slurm import submit
+
+            submit(argv[1:])
+        else:
+            from lightning_ebm.cli import run
+
+            run(argv)
+    except UsageError as err:
+        if os.environ.get("LIGHTNING_EBM_DEBUG"):
+            raise
+        print(f"{prog} {command}: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help and --print_config
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except FloatingPointError as err:  # DivergenceError: says where and what to lower
+        if os.environ.get("LIGHTNING_EBM_DEBUG"):
+            raise
+        print(f"{prog} {command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def _finish_wandb(failed: bool) -> None:
-    """Close the wandb run this process opened: Lightning leaves it open, and a failed run would otherwise
-    swallow the next run started in the same process (a notebook, a sweep agent running in-process)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+def main() -> None:
+    """The console script: exit with :func:`cli_main`'s status."""
+    sys.exit(cli_main())
 
 
 if __name__ == "__main__":
-    cli_main()
+    main()

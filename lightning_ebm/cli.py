@@ -1,36 +1,93 @@
-"""``EBMCLI``: LightningCLI with the project's links, defaults and run directories. No training logic here."""
+"""``fit``, ``validate``, ``test`` and ``predict``: :class:`EBMCLI`, LightningCLI with the project's links, defaults,
+run directories and console. No training logic here."""
 
 import hashlib
+import logging
 import netrc
 import os
 import re
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
-from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue
+from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
+from lightning_ebm import recipes
+from lightning_ebm.errors import UsageError, condense, parser_error
+from lightning_ebm.lightning_private import drop_wandb_anonymous, split_cli_hparams, subcommand_parsers
 from lightning_ebm.methods.base import EBMModule
+from lightning_ebm.slurm import SlurmJob
 
 RUN_DIR_ENV = "LIGHTNING_EBM_RUN_DIR"
 """Environment variable holding the run directory, so that DDP worker processes write into the same one."""
 
+PROGRAM_ENV = "LIGHTNING_EBM_PROG"
+"""The program's name as the user typed it (``lightning-ebm`` or ``python -m lightning_ebm``), for messages."""
+
 _PARSER_MODE = {"parser_mode": "omegaconf+"}
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# Warnings that a run of a shipped recipe would print and that say nothing to its user; each with the reason.
+QUIET = (
+    # Lightning's own deprecation, raised inside Lightning
+    r".*isinstance\(treespec, LeafSpec\)",
+    # one-image texture sets are map-style datasets of one batch; both warnings misread that as a mistake
+    r"Your `IterableDataset` has `__len__` defined",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r".*does not have many workers which may be a bottleneck",
+    # no seed given: LightningCLI picks one and writes it into the run's config.yaml, so the run is reproducible
+    r"No seed found, seed set to",
+    # SLURM's srun on PATH outside a job: jobs are started by `submit`, which runs srun itself
+    r"The `srun` command is available on your system but is not used",
+)
+
+
+class _NoAdverts(logging.Filter):
+    """Drop Lightning's tip to install its cloud logger (printed by every Trainer that has another logger) and its
+    "Seed set to" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the tip and the seed (which the run's config.yaml records)."""
+        return "litlogger" not in str(record.msg) and "Seed set to" not in str(record.msg)
+
+
+def quiet() -> None:
+    """Ignore the warnings of :data:`QUIET` and Lightning's advert, in this process."""
+    for message in QUIET:
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdverts) for f in log.filters):
+            log.addFilter(_NoAdverts())
+
+
+def program() -> str:
+    """How the user called the program: ``lightning-ebm`` or ``python -m lightning_ebm``."""
+    return os.environ.get(PROGRAM_ENV) or (
+        "lightning-ebm" if Path(sys.argv[0]).name == "lightning-ebm" else "python -m lightning_ebm"
+    )
 
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _rank_zero_process() -> bool:
+    """Whether this is the process the user started (not a DDP worker that Lightning or srun launched)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) == 0
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -51,14 +108,15 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def _flag_value(args: list[str], flag: str) -> str | None:
-    """The value of ``flag`` in command-line ``args`` (``--flag value`` or ``--flag=value``), if given."""
+def flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` in command-line ``args`` (``--flag value`` or ``--flag=value``), if given (the last)."""
+    found = None
     for i, arg in enumerate(args):
         if arg == flag and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+            found = args[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 _EXPONENT_ONLY = re.compile(r"[-+]?\d+[eE][-+]?\d+")
@@ -78,6 +136,22 @@ def _python_value(arg: str) -> str:
     return arg
 
 
+def command_line(args: Sequence[str]) -> list[str]:
+    """The arguments as the parser reads them: bare recipe names resolved, sweep agents' values made YAML."""
+    return [_python_value(a) for a in recipes.expand(args)]
+
+
+class EBMArgumentParser(LightningArgumentParser):
+    """The parser of every subcommand: a refused input raises :class:`UsageError` with one line instead of printing
+    the whole usage before the message."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """One line that names the value (and the nearest valid option), as a :class:`UsageError`."""
+        if not self.exit_on_error:  # jsonargparse's own trial parses
+            super().error(message, ex)
+        parser_error(self, message, ex)
+
+
 class RunConfig(SaveConfigCallback):
     """Write the resolved config into the run directory and upload it to wandb when wandb logs the run.
 
@@ -92,33 +166,45 @@ class RunConfig(SaveConfigCallback):
         path = run_dir / "config.yaml"
         if path.exists():
             path = run_dir / f"config-{getattr(stage, 'value', stage)}-{_stamp()}.yaml"  # stage: a TrainerFn enum
-        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        self.parser.save(self.config, path, skip_unset=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
                 logger.experiment.config.update(config, allow_val_change=True)
 
 
 class EBMCLI(LightningCLI):
-    """The command line of ``python -m lightning_ebm``.
+    """The command line of ``fit``, ``validate``, ``test`` and ``predict``.
 
     - every method (``lightning_ebm.methods``) and DataModule (``datamodules``) is selectable by class path or
       name; the DataModule's ``sample_shape`` is linked into the model;
+    - ``--config NAME`` takes a shipped recipe or preset by its bare name (``texture``, ``debug``) as well as a file;
     - configs are parsed in jsonargparse's ``omegaconf+`` mode: ``${.key}`` interpolations resolve after
       command-line overrides, so one override reaches every use;
     - every run writes everything (resolved config, ``checkpoints/`` with ``last.ckpt``, samples, logger files)
-      under one run directory ``<trainer.default_root_dir>/<recipe>/<time>``; ``fit --ckpt_path last`` continues the
-      newest run of the recipe in its own directory, and ``validate``/``test``/``predict --ckpt_path FILE`` write into
-      ``<run of FILE>/<subcommand>-<time>``;
+      under one run directory ``<trainer.default_root_dir>/<recipe>/<time>``, printed at the start; a summary of
+      where things are is printed at the end; ``fit --ckpt_path last`` continues the newest run of the recipe in its
+      own directory (so does ``--ckpt_path`` of a run's checkpoint), and ``validate``/``test``/``predict
+      --ckpt_path FILE`` write into ``<run of FILE>/<subcommand>-<time>``;
     - the default logger is wandb, offline unless wandb has credentials on this machine (set ``WANDB_MODE`` to
       override), with a run id derived from the run directory, so a resumed or requeued run continues the same wandb
-      run (a sweep agent's own ``WANDB_RUN_ID`` wins); a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`),
-      ``predict``'s :class:`callbacks.SampleWriter` and :class:`callbacks.SlurmRequeue` are always present;
+      run (a sweep agent's own ``WANDB_RUN_ID`` wins); wandb's console output is off (``WANDB_SILENT=false`` turns
+      it on), the summary says where its files are;
+    - a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`), ``predict``'s :class:`callbacks.SampleWriter`,
+      :class:`callbacks.SlurmRequeue` and a step-counting progress bar (:class:`callbacks.StepProgressBar`) are always
+      present; a ``slurm`` section (:class:`lightning_ebm.slurm.SlurmJob`) holds ``submit``'s job settings and is
+      ignored by the other subcommands;
     - hyper-parameters stored in a ``--ckpt_path`` checkpoint fill in the model's config, but values given in
-      config files or on the command line win over them.
+      config files or on the command line win over them;
+    - a refused input raises :class:`~lightning_ebm.errors.UsageError` (one line; the program exits with 2).
     """
 
-    def __init__(self, args: Any = None, run: bool = True) -> None:
+    help_as: tuple[str, str] | None = None
+    """``(prog, description)`` for the subcommands' help instead of Lightning's (``submit`` parses as ``fit``)."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        quiet()
+        self._started = time.monotonic()
         super().__init__(
             EBMModule,
             LightningDataModule,
@@ -134,8 +220,10 @@ class EBMCLI(LightningCLI):
             },
             parser_kwargs={
                 **_PARSER_MODE,
-                **{sub: dict(_PARSER_MODE) for sub in ("fit", "validate", "test", "predict")},
+                "prog": program(),
+                **{sub: dict(_PARSER_MODE) for sub in SUBCOMMANDS},
             },
+            parser_class=EBMArgumentParser,
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
@@ -144,29 +232,26 @@ class EBMCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """The always-present checkpoint callback and the data-to-model link."""
+        """The always-present checkpoint callback, ``submit``'s job settings and the data-to-model link."""
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 100})
+        parser.add_class_arguments(SlurmJob, "slurm", instantiate=False)
         parser.link_arguments("data.sample_shape", "model.init_args.sample_shape", apply_on="instantiate")
 
     # ------------------------------------------------------------------------------------------ parsing
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Sequence[str] | None) -> None:
         """Parse; a ``--ckpt_path`` file on the command line first supplies defaults (see :meth:`_ckpt_defaults`).
 
-        Values written by Python's ``str()`` (what a wandb sweep agent's ``${args}`` renders) mean what they meant
-        to the agent: ``None`` is null and ``1e-05`` a float (YAML reads both as strings otherwise).
+        Bare recipe names are resolved (:mod:`lightning_ebm.recipes`), and values written by Python's ``str()`` (what
+        a wandb sweep agent's ``${args}`` renders) mean what they meant to the agent: ``None`` is null and ``1e-05`` a
+        float (YAML reads both as strings otherwise).
         """
-        raw = sys.argv[1:] if args is None else args
-        if isinstance(raw, (list, tuple)):
-            raw = [_python_value(a) for a in raw]
-            args = raw
-        self._raw_args = raw
-        if isinstance(raw, (list, tuple)):
-            subcommand = next((a for a in raw if a in self._subcommand_parsers), None)
-            ckpt_path = _flag_value(raw, "--ckpt_path")
-            if subcommand and ckpt_path:
-                self._ckpt_defaults(subcommand, ckpt_path)
-        super().parse_arguments(parser, args)
+        raw = command_line(sys.argv[1:] if args is None else args)
+        subcommand = next((a for a in raw if a in SUBCOMMANDS), None)
+        ckpt_path = flag_value(raw, "--ckpt_path")
+        if subcommand and ckpt_path and ckpt_path != "last":
+            self._ckpt_defaults(subcommand, ckpt_path)
+        self.config = parser.parse_args(raw)
 
     def _ckpt_defaults(self, subcommand: str, ckpt_path: str) -> None:
         """Use the checkpoint's model and data hyper-parameters as defaults under the user's configs and flags.
@@ -177,39 +262,63 @@ class EBMCLI(LightningCLI):
         it is turned off below.)
         """
         if not Path(ckpt_path).is_file():
-            return
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            raise UsageError(f"--ckpt_path {ckpt_path}: no such file (give a run's checkpoints/last.ckpt, or 'last')")
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as err:  # a truncated file, or not a checkpoint at all
+            raise UsageError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({err})") from err
         defaults = {}
         for key, stored in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
-            hparams = dict(checkpoint.get(stored) or {})
-            hparams.pop("_instantiator", None)
+            class_path, hparams = split_cli_hparams(checkpoint.get(stored) or {})
             hparams.pop("sample_shape", None)  # a link target: it comes from the data
-            class_path = hparams.pop("_class_path", None)
             if class_path is not None:
                 defaults[key] = {"class_path": class_path, "init_args": hparams}
         if defaults:
-            self._subcommand_parsers[subcommand].set_defaults(defaults)
+            subcommand_parsers(self)[subcommand].set_defaults(defaults)
 
     def _parse_ckpt_path(self) -> None:
         """Replaced by :meth:`_ckpt_defaults`, which gives the user's values precedence."""
 
-    def instantiate_classes(self) -> None:
-        """Instantiate; an error raised by a class itself (a missing texture, say) surfaces as that error.
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        """Lightning's parsers; with :attr:`help_as`, the subcommands' help names another program."""
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if self.help_as and add_subcommands:
+            for parser in subcommand_parsers(self).values():
+                parser.prog, parser.description = self.help_as
 
-        jsonargparse wraps it in a union-type error whose text buries the message.
-        """
+    def instantiate_classes(self) -> None:
+        """Instantiate; an error raised by a class itself (a missing texture, a crop larger than the image) is a
+        :class:`UsageError` with that class's message (jsonargparse wraps it in a union-type error that buries it)."""
         try:
             super().instantiate_classes()
-        except ValueError as err:
+        except (ValueError, FileNotFoundError, NotADirectoryError) as err:
             cause = err
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             tb = cause.__traceback__
             while tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
-            if cause is err or tb is None or "jsonargparse" in tb.tb_frame.f_code.co_filename:
-                raise
-            raise cause.with_traceback(cause.__traceback__) from None
+            if tb is not None and "jsonargparse" in tb.tb_frame.f_code.co_filename:
+                raise UsageError(condense(str(cause))) from err
+            raise UsageError(str(cause)) from cause
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with :class:`callbacks.StepProgressBar` unless progress bars are off or one is configured."""
+        trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        given = trainer.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            trainer["callbacks"] = [*given, StepProgressBar()]
+        built = super().instantiate_trainer(**kwargs)
+        for logger in built.loggers:
+            if isinstance(logger, WandbLogger):
+                drop_wandb_anonymous(logger)
+                Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # wandb looks for a git root there
+        if self._launcher:  # everything is built: the run starts
+            print(f"{program()} {self.subcommand}: run directory {self.run_dir}", file=sys.stderr, flush=True)
+        return built
 
     # ------------------------------------------------------------------------------------- run directory
     def _recipe(self, config: Any) -> str:
@@ -241,6 +350,8 @@ class EBMCLI(LightningCLI):
                 f"--ckpt_path last: no {root}/{recipe}/*/checkpoints/last.ckpt yet; starting a new run",
                 stacklevel=2,
             )
+        elif ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
+            return Path(ckpt).parent.parent  # a run's own checkpoint: the run continues in its directory
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         if job and job != "none":
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -253,13 +364,20 @@ class EBMCLI(LightningCLI):
         return run_dir
 
     def before_instantiate_classes(self) -> None:
-        """Point the trainer, the checkpoints and the loggers at the run directory."""
+        """Point the trainer, the checkpoints and the loggers at the run directory, and say where it is."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        launcher = RUN_DIR_ENV not in os.environ and _rank_zero_process()
         run_dir = self._run_dir(config)
         os.environ[RUN_DIR_ENV] = str(run_dir)
+        self.run_dir = run_dir
         config.trainer.default_root_dir = str(run_dir)
         if config.get("checkpoint") is not None and not config.checkpoint.dirpath:
             config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        if self.subcommand != "fit":  # the checkpoint callback's saved state describes training, not this run
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used")
+        elif config.get("ckpt_path"):  # a resumed run writes into its own checkpoint folder again
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if not hasattr(logger, "class_path"):
@@ -274,186 +392,79 @@ class EBMCLI(LightningCLI):
                     init.resume = init.get("resume") or "allow"
                 if "WANDB_MODE" not in os.environ and not init.get("offline") and not _wandb_logged_in():
                     os.environ["WANDB_MODE"] = "offline"
+                # wandb's banner and a warning about an argument Lightning always passes; the summary says where
+                # the run's files are instead
+                os.environ.setdefault("WANDB_SILENT", "true")
+        self._launcher = launcher
+
+    # ------------------------------------------------------------------------------------------ summary
+    def _summary(self) -> None:
+        """Where the run's samples, checkpoint and config are, and the commands that continue or evaluate it."""
+        if not (self.trainer.is_global_zero and _rank_zero_process()):
+            return
+        run, prog = self.run_dir, program()
+        minutes, seconds = divmod(int(time.monotonic() - self._started), 60)
+        lines = [f"{prog} {self.subcommand}: done in {minutes} min {seconds:02d} s, step {self.trainer.global_step}"]
+
+        def newest(pattern: str, where: Path = run) -> Path | None:
+            found = sorted(where.glob(pattern), key=os.path.getmtime)
+            return found[-1] if found else None
+
+        last = run / "checkpoints" / "last.ckpt"
+        entries = [
+            ("samples", newest("samples/*.png") or newest("predictions/grid_rank0.png") or newest("*/*.png")),
+            ("checkpoint", last if last.is_file() else None),
+            ("config", run / "config.yaml" if (run / "config.yaml").is_file() else None),
+            ("wandb", newest("wandb/offline-run-*")),
+        ]
+        lines += [f"  {name:<11}{path}" for name, path in entries if path is not None]
+        wandb_dir = entries[-1][1]
+        if wandb_dir is not None:
+            lines.append(f"  {'':<11}upload it with: wandb sync {wandb_dir}")
+        if self.subcommand == "fit" and last.is_file():
+            recipe = flag_value(self._configs(), "--config")
+            again = f" --config {recipe}" if recipe else ""
+            lines.append(f"  {'evaluate':<11}{prog} validate --ckpt_path {last}")
+            more = 2 * self.trainer.global_step
+            lines.append(f"  {'continue':<11}{prog} fit{again} --ckpt_path {last} --trainer.max_steps={more}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _configs(self) -> list[str]:
+        """``--config <recipe name>`` of this run's recipe, for the commands the summary prints."""
+        config = self.config[self.subcommand]
+        files = [Path(str(p)) for p in (config.get("config") or [])]
+        experiments = [p for p in files if p.parent.name == "experiments"]
+        if not experiments:
+            return []
+        path = experiments[-1]
+        shipped = recipes.CONF / "experiments" / path.name
+        return ["--config", path.stem if shipped.is_file() and shipped.samefile(path) else str(path)]
+
+    def after_fit(self) -> None:
+        """The summary."""
+        self._summary()
+
+    after_validate = after_test = after_predict = after_fit
 
 
-# ------------------------------------------------------------------------------------------------ visualize
-def load_model(ckpt_path: str | Path) -> EBMModule:
-    """The method a checkpoint of this framework holds (its class is recorded in the checkpoint), on the CPU."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: give a .ckpt file (a run's checkpoints/last.ckpt)")
-    hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
-    class_path = hparams.get("_class_path")
-    if class_path is None:
-        raise ValueError(f"{path} does not say which method wrote it (no _class_path): not a lightning_ebm checkpoint?")
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(__import__(module, fromlist=[name]), name)
-    return cls.load_from_checkpoint(path, map_location="cpu")
+def run(args: Sequence[str] | None = None) -> EBMCLI:
+    """Run ``fit``, ``validate``, ``test`` or ``predict`` from a command line (``None``: ``sys.argv``); the CLI object
+    holds the trainer, model and data afterwards (for tests and notebooks)."""
+    inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
+    failed = True
+    try:
+        cli = EBMCLI(args=args)
+        failed = False
+        return cli
+    finally:
+        if not inherited:
+            os.environ.pop(RUN_DIR_ENV, None)
+        _finish_wandb(failed)
 
 
-def visualize_main(args: list[str]) -> Path:
-    """``python -m lightning_ebm visualize --ckpt_path CKPT --node NODE``: sample a node and write a grid.
-
-    Generative visualisation (Dai, Lu and Wu, ICLR 2015): samples ``p(x) ∝ exp(f_node(x)) N(x; 0, σ² I)`` by HMC
-    (or Langevin) from N(0, σ² I) starts, for any node of a trained classifier or descriptor (``lightning_ebm.nodes``;
-    ``--node list`` prints them). σ and the step sizes default to the model's own sampler settings.
-    """
-    import argparse
-
-    from callbacks.images import make_grid, save_png, to_uint8
-    from lightning_ebm.mixins import AcceptanceTracker
-    from lightning_ebm.nodes import describe_nodes, node_function
-    from lightning_ebm.samplers import hmc, langevin
-
-    parser = argparse.ArgumentParser(prog="python -m lightning_ebm visualize", description=visualize_main.__doc__)
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of any method")
-    parser.add_argument("--node", default="score", help="score, class:<k>, layer:<module>:<channel>, or list")
-    parser.add_argument("--n", type=int, default=16, help="number of samples")
-    parser.add_argument("--sampler", choices=["hmc", "langevin"], default="hmc")
-    parser.add_argument("--steps", type=int, default=None, help="HMC iterations or Langevin steps (default 100)")
-    parser.add_argument("--sigma", type=float, default=None, help="σ of the reference (default: the model's)")
-    parser.add_argument("--step_size", type=float, default=None, help="initial HMC ε or Langevin δ")
-    parser.add_argument("--leapfrog_steps", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: <run>/visualize/<node>.png)")
-    opts = parser.parse_args(args)
-    model = load_model(opts.ckpt_path).eval()
-    if opts.node == "list":
-        print(describe_nodes(model))
-        return Path(opts.ckpt_path)
-    f, shape = node_function(model, opts.node)
-    hp = model.hparams
-    own = ("hmc_sigma", "langevin_sigma") if opts.sampler == "hmc" else ("langevin_sigma", "hmc_sigma")
-    sigma = opts.sigma or hp.get(own[0]) or hp.get(own[1]) or 1.0
-    g = torch.Generator().manual_seed(opts.seed)
-    x0 = sigma * torch.randn((opts.n, *shape), generator=g)
-    steps = opts.steps or 100
-    tracker = AcceptanceTracker()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if opts.sampler == "hmc":
-        eps = opts.step_size or hp.get("hmc_step_size") or 0.1 * sigma
-        x = hmc(f, x0, n_steps=steps, step_size=eps, leapfrog_steps=opts.leapfrog_steps, sigma=sigma, generator=g,
-                callback=tracker)  # fmt: skip
-        report = f"HMC acceptance {tracker.accept_prob:.2f} at mean step size {tracker.step_size:.3g}"
-    else:
-        delta = opts.step_size or hp.get("langevin_step_size") or 0.1 * sigma
-        x = langevin(f, x0, n_steps=steps, step_size=delta, sigma=sigma, generator=g)
-        report = f"Langevin step size {delta:.3g}"
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(f"the chains of node {opts.node} diverged: lower --step_size or --sigma")
-    ckpt = Path(opts.ckpt_path)
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out = Path(opts.out) if opts.out else run / "visualize" / f"{opts.node.replace(':', '-')}.png"
-    save_png(make_grid(to_uint8(x.clamp(-1, 1)) if x.dim() == 4 else to_uint8(x[:, :, None])), out)
-    with torch.no_grad():
-        values = f(x)
-    print(f"{opts.n} samples of node {opts.node} (σ = {sigma:.3g}, {steps} steps; {report}); f_node mean "
-          f"{values.mean().item():.3g} → {out}")  # fmt: skip
-    return out
-
-
-# --------------------------------------------------------------------------------------------------- submit
-SLURM_TEMPLATE = Path(__file__).resolve().parents[1] / "conf" / "slurm" / "job.sbatch"
-SLURM_PRESET = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "slurm.yaml"
-
-
-def submit_main(args: list[str]) -> str:
-    """``python -m lightning_ebm submit --config RECIPE [fit flags] --nodes N --gpus-per-node G --time T [...]``.
-
-    Renders the sbatch script of a ``fit`` run (``conf/slurm/job.sbatch``: one task per device through ``srun``,
-    ``--signal=SIGUSR1@90`` and ``--requeue`` for :class:`callbacks.SlurmRequeue`, a new run directory for the job
-    with its SLURM log inside), writes it as ``<run>/job.sbatch`` and submits it with ``sbatch``; ``--dry-run`` only
-    prints it. Flags it does not know go to ``fit``, which parses them here first, so a typo fails before anything
-    is queued. Returns the job id (``--dry-run``: the script).
-    """
-    import argparse
-    import contextlib
-    import io
-    import shlex
-    import shutil
-    import string
-    import subprocess
-
-    parser = argparse.ArgumentParser(prog="python -m lightning_ebm submit", description=submit_main.__doc__)
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=0, help="0: CPU processes (gloo)")
-    parser.add_argument("--tasks-per-node", type=int, default=None, help="default: gpus-per-node, or 1 on CPUs")
-    parser.add_argument("--cpus-per-task", type=int, default=4, help="data-loading workers need cores too")
-    parser.add_argument("--time", default="24:00:00", help="the job's time limit, as sbatch takes it")
-    parser.add_argument("--job-name", default=None, help="default: the recipe's name")
-    parser.add_argument("--partition", default=None)
-    parser.add_argument("--account", default=None)
-    parser.add_argument("--mem", default=None, help="per node, as sbatch takes it (16G)")
-    parser.add_argument(
-        "--sbatch", action="append", default=[], help="any other sbatch option, e.g. --sbatch=--qos=high"
-    )
-    parser.add_argument("--root", default="runs", help="the run directory goes under <root>/<recipe>/")
-    parser.add_argument("--template", default=str(SLURM_TEMPLATE))
-    parser.add_argument("--dry-run", action="store_true", help="print the script; write and submit nothing")
-    opts, fit_args = parser.parse_known_args(args)
-    if _flag_value(fit_args, "--config") is None:
-        parser.error("submit needs the recipe of the run: --config conf/experiments/<recipe>.yaml")
-    tasks = opts.tasks_per_node or max(opts.gpus_per_node, 1)
-    if opts.nodes < 1 or tasks < 1 or (opts.gpus_per_node and tasks != opts.gpus_per_node):
-        parser.error(
-            f"--nodes {opts.nodes}, --tasks-per-node {tasks}, --gpus-per-node {opts.gpus_per_node}: Lightning needs "
-            "one task per GPU (leave --tasks-per-node out with GPUs)"
-        )
-    fit_args = [
-        *fit_args,
-        "--config",
-        str(SLURM_PRESET),
-        f"--trainer.num_nodes={opts.nodes}",
-        f"--trainer.devices={tasks}",
-        f"--trainer.accelerator={'gpu' if opts.gpus_per_node else 'cpu'}",
-    ]
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # fails now on a wrong flag
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        try:
-            from lightning_ebm.__main__ import cli_main
-
-            cli_main(["fit", *fit_args, "--print_config"])
-        except SystemExit as done:
-            if done.code not in (0, None):
-                raise
-    configs = [Path(fit_args[i + 1]) for i, a in enumerate(fit_args[:-1]) if a == "--config"]
-    recipe = next((p.stem for p in reversed(configs) if p.parent.name == "experiments"), configs[0].stem)
-    run_dir = (Path(opts.root) / recipe / _stamp()).resolve()
-    while run_dir.exists():
-        run_dir = run_dir.with_name(run_dir.name + "-1")
-    lines = [f"#SBATCH --gpus-per-node={opts.gpus_per_node}"] if opts.gpus_per_node else []
-    for key in ("partition", "account", "mem"):
-        if getattr(opts, key):
-            lines.append(f"#SBATCH --{key}={getattr(opts, key)}")
-    lines += [f"#SBATCH {option}" for option in opts.sbatch]
-    script = string.Template(Path(opts.template).read_text()).substitute(
-        stamp=_stamp(),
-        script=shlex.quote(str(run_dir / "job.sbatch")),
-        job_name=opts.job_name or recipe,
-        nodes=opts.nodes,
-        tasks_per_node=tasks,
-        cpus_per_task=opts.cpus_per_task,
-        time=opts.time,
-        run_dir=shlex.quote(str(run_dir)),
-        sbatch_lines="\n".join(lines),
-        workdir=shlex.quote(os.getcwd()),
-        python=shlex.quote(sys.executable),
-        fit_args=" ".join(shlex.quote(a) for a in fit_args),
-    )
-    if opts.dry_run:
-        print(script)
-        return script
-    if shutil.which("sbatch") is None:
-        raise FileNotFoundError(
-            "sbatch is not on this machine's PATH: run submit on a SLURM login node, or add --dry-run to see the script"
-        )
-    run_dir.mkdir(parents=True)
-    path = run_dir / "job.sbatch"
-    path.write_text(script)
-    result = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"sbatch refused {path}: {result.stderr.strip()}")
-    job = result.stdout.strip().split(";")[0]
-    print(f"submitted job {job}: run directory {run_dir}, SLURM log {run_dir / f'slurm-{job}.out'}")
-    return job
+def _finish_wandb(failed: bool) -> None:
+    """Close the wandb run this process opened: Lightning leaves it open, and a failed run would otherwise
+    swallow the next run started in the same process (a notebook, a sweep agent running in-process)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lightning_ebm.errors import UsageError
 from lightning_ebm.methods.base import EBMModule
 
 
@@ -79,11 +80,11 @@ def node_function(model: EBMModule, node: str) -> tuple[Callable[[Tensor], Tenso
     """``f_node: (B, *input_shape) -> (B,)`` for the node named ``node``, and the input shape it samples.
 
     Raises:
-        ValueError: the model has no score network, or the node does not exist (the message lists those that do).
+        UsageError: the model has no score network, or the node does not exist (the message lists those that do).
     """
     nets = score_nets(model)
     if not nets:
-        raise ValueError(
+        raise UsageError(
             f"{type(model).__name__} has no score network (a generator only), so it has no node to visualise: "
             "visualize takes a classifier (GenerativeGradient) or a descriptor (GenerativeConvNet, "
             "ContrastiveDivergence, CoopNets, MultigridMCD)"
@@ -98,14 +99,15 @@ def node_function(model: EBMModule, node: str) -> tuple[Callable[[Tensor], Tenso
         if out.dim() == 2 and k < out.shape[1]:
             return (lambda x: entry.net(x)[:, k]), entry.input_shape
         classes = f"class:0 … class:{out.shape[1] - 1}" if out.dim() == 2 else "none (it has one score per sample)"
-        raise ValueError(f"unknown node {node!r}: the classes of {type(model).__name__} are {classes}")
+        raise UsageError(f"unknown node {node!r}: the classes of {type(model).__name__} are {classes}")
     if kind == "layer":
         name, _, channel = rest.rpartition(":")
         for entry in nets:
             shapes = layer_shapes(entry)
             if name in shapes and channel.isdigit() and int(channel) < shapes[name][0]:
                 return _channel_response(model, entry, name, int(channel)), entry.input_shape
-    raise ValueError(f"unknown node {node!r}; the nodes of {type(model).__name__} are:\n{describe_nodes(model)}")
+    nodes = "; ".join(" ".join(line.split()) for line in describe_nodes(model).splitlines())
+    raise UsageError(f"unknown node {node!r}; the nodes of {type(model).__name__} are: {nodes}")
 
 
 def _channel_response(model: EBMModule, entry: ScoreNet, name: str, channel: int) -> Callable[[Tensor], Tensor]:

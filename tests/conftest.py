@@ -1,7 +1,9 @@
 """Shared fixtures: tiny texture files, a tiny model, and a CLI runner that writes under tmp_path."""
 
+import getpass
 import os
-import sys
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +47,20 @@ TINY = [
 ]
 
 
+# torch.compile's cache (the compile tests) under the checkout's pytest cache, not the system temp folder;
+# `make clean` removes it
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".pytest_cache" / "torchinductor"))
+# ...except its C++ precompiled headers, which inductor always puts in <temp>/torchinductor_<user>: removed at the
+# end of the session when it was not there before
+INDUCTOR_TEMP = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+INDUCTOR_TEMP_EXISTED = INDUCTOR_TEMP.exists()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not INDUCTOR_TEMP_EXISTED:
+        shutil.rmtree(INDUCTOR_TEMP, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
     """No network, no credentials, nothing written outside tmp_path."""
@@ -72,15 +88,11 @@ def texture_file(tmp_path) -> Path:
 
 
 def run_cli(*args: str, root: Path | None):
-    """Run ``python -m lightning_ebm`` in-process with everything written under ``root``; returns the CLI."""
-    from lightning_ebm.__main__ import cli_main
+    """Run ``fit``/``validate``/``test``/``predict`` in-process with everything written under ``root``; returns the
+    CLI object (its trainer, model and data). A refused input raises :class:`lightning_ebm.errors.UsageError`."""
+    from lightning_ebm.cli import run
 
-    argv = sys.argv
-    sys.argv = ["lightning_ebm"]  # LightningCLI warns when both args and a command line (pytest's) are given
-    try:
-        return cli_main([*args] if root is None else [*args, f"--trainer.default_root_dir={root}"])
-    finally:
-        sys.argv = argv
+    return run([*args] if root is None else [*args, f"--trainer.default_root_dir={root}"])
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -1,5 +1,9 @@
 """A real single-node SLURM cluster on this machine for the requeue test: Debian's slurmctld, slurmd and munge,
-installed with apt-get if missing and started with a private configuration (``reference/environment.md`` §6)."""
+started with a private configuration on ports 6817/6818 and stopped afterwards.
+
+The test runs where SLURM's daemons are installed already. Where they are not, it is skipped, unless
+``LIGHTNING_EBM_TEST_SLURM=install`` asks to install them with apt-get (root, Debian; ``.ci/run`` sets it): that
+installs system packages, so ``make test`` never does it on its own."""
 
 import contextlib
 import os
@@ -40,6 +44,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
 DAEMONS = ("slurmctld", "slurmd", "munged")
+INSTALL_ENV = "LIGHTNING_EBM_TEST_SLURM"
 
 
 def _free(port: int) -> bool:
@@ -54,6 +59,8 @@ def unavailable() -> str | None:
     if os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_CONF"):
         return "already inside a SLURM job or configured cluster: not starting a private one"
     if any(shutil.which(d) is None for d in ("slurmctld", "slurmd", "munged", "sbatch")):
+        if os.environ.get(INSTALL_ENV) != "install":
+            return f"slurmctld, slurmd, munge and sbatch are not installed ({INSTALL_ENV}=install installs them)"
         if shutil.which("apt-get") is None:
             return "slurmctld, slurmd, munge and sbatch are not installed and there is no apt-get to install them"
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -21,7 +21,7 @@ def cluster(tmp_path_factory):
 
 @pytest.mark.slow
 def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster, tmp_path, monkeypatch):
-    from lightning_ebm.__main__ import cli_main
+    from lightning_ebm.slurm import submit
 
     monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
     monkeypatch.chdir(ROOT)  # the job runs where submit ran, and imports tests.probes from there
@@ -29,7 +29,7 @@ def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster
     fit = ["--config", TEXTURE, *TINY, "--model.n_chains=2", f"--trainer.max_steps={steps}", "--trainer.logger=false"]
     fit += ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.probes.RequeueProbe"]
     slurm_flags = ["--tasks-per-node=2", "--cpus-per-task=1", "--time=00:10:00", f"--root={tmp_path}"]
-    job = cli_main(["submit", *fit, *slurm_flags])
+    job = submit([*fit, *slurm_flags])
     (run,) = (tmp_path / "texture").iterdir()
     assert (run / "job.sbatch").read_text().count("#SBATCH --signal=SIGUSR1@90") == 1
 
@@ -71,12 +71,10 @@ def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster
 
 
 def test_submit_dry_run_prints_one_task_per_gpu_and_the_requeue_settings(tmp_path, capsys):
-    from lightning_ebm.__main__ import cli_main
+    from lightning_ebm.slurm import submit
 
-    flags = ["--nodes=2", "--gpus-per-node=4", "--time=1:00:00", "--partition=gpu", "--sbatch=--qos=high"]
-    script = cli_main(
-        ["submit", "--config", TEXTURE, "--model.langevin_steps=5", *flags, f"--root={tmp_path}", "--dry-run"]
-    )
+    flags = ["--nodes=2", "--gpus-per-node=4", "--time=1:00:00", "--partition=gpu", "--sbatch=[--qos=high]"]
+    script = submit(["--config", TEXTURE, "--model.langevin_steps=5", *flags, f"--root={tmp_path}", "--dry-run"])
     assert script in capsys.readouterr().out and not any(tmp_path.iterdir())  # printed, nothing written
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--signal=SIGUSR1@90", "--requeue",
                  "--partition=gpu", "--qos=high", "--time=1:00:00"):  # fmt: skip
@@ -88,14 +86,53 @@ def test_submit_dry_run_prints_one_task_per_gpu_and_the_requeue_settings(tmp_pat
 
 
 def test_submit_refuses_what_cannot_run(tmp_path, monkeypatch):
-    from lightning_ebm.__main__ import cli_main
+    from lightning_ebm.errors import UsageError
+    from lightning_ebm.slurm import submit
 
-    with pytest.raises(SystemExit):
-        cli_main(["submit", "--nodes=1", "--dry-run"])  # no recipe
-    with pytest.raises(SystemExit):  # a wrong fit flag fails before anything is queued
-        cli_main(["submit", "--config", TEXTURE, "--model.langevin_stepz=3", "--dry-run"])
-    with pytest.raises(SystemExit):
-        cli_main(["submit", "--config", TEXTURE, "--gpus-per-node=4", "--tasks-per-node=2", "--dry-run"])
+    with pytest.raises(UsageError, match="submit needs the recipe"):
+        submit(["--nodes=1", "--dry-run"])
+    with pytest.raises(UsageError, match="langevin_stepz"):  # a wrong fit flag fails before anything is queued
+        submit(["--config", TEXTURE, "--model.langevin_stepz=3", "--dry-run"])
+    with pytest.raises(UsageError, match="one process per GPU"):
+        submit(["--config", TEXTURE, "--gpus-per-node=4", "--tasks-per-node=2", "--dry-run"])
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="sbatch is not on this machine's PATH"):
-        cli_main(["submit", "--config", TEXTURE, f"--root={tmp_path}"])
+    with pytest.raises(UsageError, match="sbatch is not on this machine's PATH"):
+        submit(["--config", TEXTURE, f"--root={tmp_path}"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_submit_reads_the_job_from_a_slurm_section_and_flags_override_it(tmp_path):
+    from lightning_ebm.slurm import submit
+
+    job = tmp_path / "job.yaml"
+    job.write_text("slurm:\n  nodes: 3\n  gpus_per_node: 2\n  time: '2:00:00'\n  sbatch: ['--qos=low']\n")
+    script = submit(["--config", TEXTURE, "--config", str(job), "--time=3:00:00", f"--root={tmp_path}", "--dry-run"])
+    for line in ("--nodes=3", "--ntasks-per-node=2", "--gpus-per-node=2", "--time=3:00:00", "--qos=low"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "--trainer.num_nodes=3" in script and "--trainer.devices=2" in script
+
+
+@pytest.mark.parametrize(
+    ("stderr", "message"),
+    [
+        ("sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\nsbatch: error: "
+         "fetch_config: DNS SRV lookup failed", "sbatch cannot reach a SLURM controller from here"),
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified",
+         "sbatch refused the job: sbatch: error: Batch job submission failed: Invalid partition name specified"),
+    ],
+)  # fmt: skip
+def test_a_refused_sbatch_is_one_line_and_leaves_no_run_directory(stderr, message, tmp_path, monkeypatch):
+    from lightning_ebm.errors import UsageError
+    from lightning_ebm.slurm import submit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{stderr}\nEND\nexit 1\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    root = tmp_path / "runs"
+    with pytest.raises(UsageError, match=message) as refused:
+        submit(["--config", TEXTURE, f"--root={root}"])
+    assert "\n" not in str(refused.value)
+    assert not root.exists()  # the run directory it made for job.sbatch is gone, and the folders above it

@@ -37,11 +37,11 @@ def agent_command(sweep: dict, params: dict) -> list[str]:
 
 def resolved(args: list[str]) -> dict:
     """The config ``python -m lightning_ebm <args>`` resolves (parsed as the agent's process would, printed)."""
-    from lightning_ebm.__main__ import cli_main
+    from lightning_ebm.cli import run
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-        cli_main([*args, "--print_config"])
+        run([*args, "--print_config"])
     assert done.value.code in (0, None)
     return yaml.safe_load(out.getvalue())
 

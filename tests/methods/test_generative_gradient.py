@@ -122,8 +122,11 @@ def test_sample_cycles_through_the_classes():
 
 
 def test_recipe_fit_validate_and_visualize_any_node_through_the_cli(tmp_path, capsys):
-    from lightning_ebm.__main__ import cli_main
+    from lightning_ebm.visualize import main
     from tests.conftest import DEBUG, ROOT, run_cli, run_dirs
+
+    def visualize(args):
+        return main(args, "lightning-ebm")
 
     recipe = str(ROOT / "conf" / "experiments" / "generative_gradient_digits.yaml")
     small = ["--trainer.max_steps=4", "--model.hmc_steps=2", "--data.batch_size=16"]
@@ -133,34 +136,34 @@ def test_recipe_fit_validate_and_visualize_any_node_through_the_cli(tmp_path, ca
     metrics = run_cli("validate", "--ckpt_path", ckpt, "--trainer.logger=false", root=tmp_path).trainer.callback_metrics
     assert 0 <= float(metrics["val/accuracy"]) <= 1 and torch.isfinite(metrics["val/cross_entropy"])
 
-    out = cli_main(["visualize", "--ckpt_path", ckpt, "--node", "class:3", "--n", "4", "--steps", "3"])
+    out = visualize(["--ckpt_path", ckpt, "--node", "class:3", "--n", "4", "--steps", "3"])
     assert out == run / "visualize" / "class-3.png" and out.stat().st_size > 0
     assert "HMC acceptance" in capsys.readouterr().out
     layer = tmp_path / "layer.png"
-    cli_main(["visualize", "--ckpt_path", ckpt, "--node", "layer:net.features.0:7", "--sampler", "langevin",
+    visualize(["--ckpt_path", ckpt, "--node", "layer:net.features.0:7", "--sampler", "langevin",
               "--steps", "3", "--out", str(layer)])  # fmt: skip
     assert layer.stat().st_size > 0
     with pytest.raises(ValueError, match=r"(?s)unknown node 'layer:net.conv9:1'.*layer:net.features.0:<0..31>"):
-        cli_main(["visualize", "--ckpt_path", ckpt, "--node", "layer:net.conv9:1"])
+        visualize(["--ckpt_path", ckpt, "--node", "layer:net.conv9:1"])
     with pytest.raises(ValueError, match=r"the classes of GenerativeGradient are class:0 … class:9"):
-        cli_main(["visualize", "--ckpt_path", ckpt, "--node", "class:10"])
+        visualize(["--ckpt_path", ckpt, "--node", "class:10"])
 
 
 def test_visualize_takes_a_descriptor_and_refuses_a_generator(tmp_path):
-    from lightning_ebm.__main__ import cli_main
     from lightning_ebm.methods import AlternatingBackprop, GenerativeConvNet
     from lightning_ebm.nets import SceneGenerator, TextureDescriptor
+    from lightning_ebm.visualize import visualize
 
     descriptor = GenerativeConvNet(partial(TextureDescriptor, channels=(4,), kernel_sizes=(3,), strides=(1,)),
                                    sample_shape=(1, 8, 8))  # fmt: skip
     path = _save(descriptor, tmp_path / "descriptor.ckpt")
-    out = cli_main(["visualize", "--ckpt_path", str(path), "--node", "score", "--n", "2", "--steps", "2"])
+    out = visualize(str(path), node="score", n=2, steps=2)
     assert out.stat().st_size > 0
 
     generator = AlternatingBackprop(partial(SceneGenerator, z_dim=2, channels=(4,)), sample_shape=(1, 8, 8))
     path = _save(generator, tmp_path / "generator.ckpt")
     with pytest.raises(ValueError, match="has no score network"):
-        cli_main(["visualize", "--ckpt_path", str(path), "--node", "score"])
+        visualize(str(path), node="score")
 
 
 def _save(model, path):

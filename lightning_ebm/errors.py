@@ -1,0 +1,84 @@
+"""Refused input: one line that names the value and what to do, and exit status 2.
+
+The command line (``lightning_ebm.__main__``) prints a :class:`UsageError` as ``<program> <command>: error: <message>``
+with no traceback; ``LIGHTNING_EBM_DEBUG=1`` shows the traceback too. Parser errors of jsonargparse (an unknown key, a
+value of the wrong type) are condensed to that form by :func:`condense`.
+"""
+
+import difflib
+import inspect
+import re
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+
+class UsageError(ValueError):
+    """An input the program refuses (a wrong option, a missing file, an unknown node): exit status 2."""
+
+
+def parser_error(parser: Any, message: str, ex: Exception | None) -> NoReturn:
+    """What the error method of this program's jsonargparse parsers does: raise a one-line :class:`UsageError`."""
+    target = getattr(ex, "subcommand_parser", None) or parser
+    raise UsageError(condense(message, target._option_string_actions)) from ex
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``choices`` to ``word``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def init_options(class_path: str) -> list[str]:
+    """The keyword arguments that ``class_path``'s constructor takes, its mixins' included (best effort)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return names
+
+
+_CLASS_PROBLEM = re.compile(r"Problem with given class_path '([\w.]+)':\s*\n\s*(.+)")
+_NOT_ACCEPTED = re.compile(r"Option '(\w+)' is not accepted")
+_PARSER_KEY = re.compile(r'Parser key "([\w.]+)":\s*(.*)')
+
+
+def condense(message: str, options: Iterable[str] = ()) -> str:
+    """One line out of a jsonargparse error message; ``options`` are the parser's option strings (for suggestions).
+
+    - an option a class does not take: ``--model.langevin_stepsize: GenerativeConvNet takes no option
+      'langevin_stepsize'; did you mean langevin_step_size?``
+    - an unknown flag: ``unrecognized option --trainer.max_stepz=3; did you mean --trainer.max_steps?``
+    - anything else: the key and the first line that says what is wrong.
+    """
+    text = message.strip()
+    key = _PARSER_KEY.match(text)
+    problem = _CLASS_PROBLEM.search(text)
+    if problem:
+        class_path, detail = problem.group(1), problem.group(2).strip()
+        name = class_path.rsplit(".", 1)[-1]
+        where = f"--{key.group(1)}" if key else "a config value"
+        bad = _NOT_ACCEPTED.search(detail)
+        if bad:
+            option = bad.group(1)
+            return f"{where}.{option}: {name} takes no option {option!r}{suggest(option, init_options(class_path))}"
+        return f"{where} ({name}): {detail}"
+    if text.startswith("unrecognized arguments:"):
+        given = text.split(":", 1)[1].split()
+        flag = given[0].split("=", 1)[0] if given else ""
+        return f"unrecognized option {' '.join(given)}{suggest(flag, options)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if key:
+        detail = key.group(2) or next((line for line in lines[1:] if not line.startswith("Given value")), "")
+        return f"--{key.group(1)}: {detail}"
+    return lines[0] if lines else "invalid arguments"

@@ -1,0 +1,129 @@
+"""``visualize``: sample a node of a trained classifier or descriptor and write the samples as a grid.
+
+Generative visualisation (Dai, Lu and Wu, ICLR 2015): samples ``p(x) ∝ exp(f_node(x)) N(x; 0, σ² I)`` by HMC (or
+Langevin) from N(0, σ² I) starts, for any node of a trained model's score networks (:mod:`lightning_ebm.nodes`).
+The command line is built from :func:`visualize`'s signature, so it takes ``--config`` files and ``--print_config``.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from lightning_ebm.errors import UsageError, parser_error
+
+DESCRIPTION = """Sample a node of a trained classifier or descriptor, p(x) ∝ exp(f_node(x)) N(x; 0, σ²I), by HMC or
+Langevin from N(0, σ²I) starts, and write the samples as a PNG grid (generative visualisation, Dai, Lu and Wu, ICLR
+2015). --node list prints the nodes of a checkpoint."""
+
+
+def load_model(ckpt_path: str | Path):  # -> EBMModule (torch is imported only here)
+    """The method a checkpoint of this framework holds (its class is recorded in the checkpoint), on the CPU.
+
+    Raises:
+        UsageError: no such file, or not a checkpoint of this framework.
+    """
+    import torch
+
+    from lightning_ebm.lightning_private import split_cli_hparams
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UsageError(f"--ckpt_path {path}: no such file (give a .ckpt file, such as a run's checkpoints/last.ckpt)")
+    try:
+        hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+    except Exception as err:
+        raise UsageError(f"--ckpt_path {path}: not a readable checkpoint ({err})") from err
+    class_path, _ = split_cli_hparams(hparams)
+    if class_path is None:
+        raise UsageError(f"--ckpt_path {path}: it does not say which method wrote it (not a lightning_ebm checkpoint?)")
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    return cls.load_from_checkpoint(path, map_location="cpu")
+
+
+def visualize(
+    ckpt_path: str,
+    node: str = "score",
+    n: int = 16,
+    sampler: Literal["hmc", "langevin"] = "hmc",
+    steps: int = 100,
+    sigma: float | None = None,
+    step_size: float | None = None,
+    leapfrog_steps: int = 10,
+    seed: int = 0,
+    out: str | None = None,
+) -> Path:
+    """Sample a node of a trained model and write the samples as a PNG grid.
+
+    Args:
+        ckpt_path: a checkpoint of any method with a score network (a run's ``checkpoints/last.ckpt``).
+        node: ``score`` (the model's own f), ``class:<k>``, ``layer:<module>:<channel>`` (one channel's response
+            summed over positions), or ``list`` to print every node of the model.
+        n: number of samples.
+        sampler: ``hmc`` (step size adapted to an acceptance rate of 0.65) or ``langevin``.
+        steps: HMC iterations or Langevin steps.
+        sigma: σ of the Gaussian reference; default: the model's own sampler σ.
+        step_size: the initial HMC step size ε or the Langevin δ; default: the model's own, else σ/10.
+        leapfrog_steps: leapfrog steps per HMC iteration.
+        seed: seed of the starts and the noise.
+        out: the PNG file to write; default: ``<run>/visualize/<node>.png`` beside the checkpoint's run.
+
+    Returns:
+        The PNG written (with ``node=list``: the checkpoint's path, after printing the nodes).
+    """
+    import torch
+
+    from callbacks.images import make_grid, save_png, to_uint8
+    from lightning_ebm.mixins import AcceptanceTracker
+    from lightning_ebm.nodes import describe_nodes, node_function
+    from lightning_ebm.samplers import hmc, langevin
+
+    model = load_model(ckpt_path).eval()
+    if node == "list":
+        print(describe_nodes(model))
+        return Path(ckpt_path)
+    f, shape = node_function(model, node)
+    hp = model.hparams
+    own = ("hmc_sigma", "langevin_sigma") if sampler == "hmc" else ("langevin_sigma", "hmc_sigma")
+    sigma = sigma or hp.get(own[0]) or hp.get(own[1]) or 1.0
+    g = torch.Generator().manual_seed(seed)
+    x0 = sigma * torch.randn((n, *shape), generator=g)
+    tracker = AcceptanceTracker()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if sampler == "hmc":
+        eps = step_size or hp.get("hmc_step_size") or 0.1 * sigma
+        x = hmc(f, x0, n_steps=steps, step_size=eps, leapfrog_steps=leapfrog_steps, sigma=sigma, generator=g,
+                callback=tracker)  # fmt: skip
+        report = f"HMC acceptance {tracker.accept_prob:.2f} at mean step size {tracker.step_size:.3g}"
+    else:
+        delta = step_size or hp.get("langevin_step_size") or 0.1 * sigma
+        x = langevin(f, x0, n_steps=steps, step_size=delta, sigma=sigma, generator=g)
+        report = f"Langevin step size {delta:.3g}"
+    if not torch.isfinite(x).all():
+        raise UsageError(f"the chains of node {node} diverged at σ = {sigma:.3g}: lower --step_size or --sigma")
+    ckpt = Path(ckpt_path)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    path = Path(out) if out else run / "visualize" / f"{node.replace(':', '-')}.png"
+    save_png(make_grid(to_uint8(x.clamp(-1, 1)) if x.dim() == 4 else to_uint8(x[:, :, None])), path)
+    with torch.no_grad():
+        values = f(x)
+    print(f"{n} samples of node {node} (σ = {sigma:.3g}, {steps} steps; {report}); f_node mean "
+          f"{values.mean().item():.3g} → {path}")  # fmt: skip
+    return path
+
+
+def main(args: list[str], prog: str) -> Path:
+    """The ``visualize`` command line: :func:`visualize`'s arguments as options, ``--config`` and ``--print_config``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    class Parser(ArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):
+            if not self.exit_on_error:
+                super().error(message, ex)
+            parser_error(self, message, ex)
+
+    parser = Parser(prog=f"{prog} visualize", description=DESCRIPTION)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
+    parser.add_function_arguments(visualize, as_group=False)
+    config = parser.parse_args(args)
+    return visualize(**{k: v for k, v in config.as_dict().items() if k != "config"})
