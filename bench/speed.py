@@ -43,7 +43,7 @@ NETS = {
     "texture descriptor (ReLU; ICML 2016)": (TextureDescriptor, (1, 64, 64), 4),
     "object descriptor (LeakyReLU; CoopNets)": (partial(ObjectDescriptor, init_std=0.01), (3, 64, 64), 16),
     "object descriptor with SiLU": (partial(ObjectDescriptor, init_std=0.01, activation=nn.SiLU), (3, 64, 64), 16),
-    "SiLU net of environment.md §8 (strides 2-2-2)": (
+    "object descriptor with SiLU, strides 2-2-2": (
         partial(ObjectDescriptor, init_std=0.01, activation=nn.SiLU, strides=(2, 2, 2)),
         (3, 64, 64),
         16,

@@ -1,4 +1,4 @@
-"""Image grids, PNG files and logger images for the callbacks (no torchvision: see reference/environment.md)."""
+"""Image grids, PNG files and logger images for the callbacks (no torchvision: see docs/engineering.md)."""
 
 import math
 from pathlib import Path

@@ -1,5 +1,5 @@
 """Sound clips for the 1-D generator of alternating back-propagation (Han et al., AAAI 2017: 60,000 samples at
-11,025 Hz), read with soundfile (torchaudio does not install beside the CPU torch here; reference/pitfalls.md P25)."""
+11,025 Hz), read with soundfile (torchaudio is not a dependency: see docs/engineering.md)."""
 
 import math
 import warnings

@@ -1,6 +1,7 @@
 """Reading image files with Pillow and bringing them to the [-1, 1] tensors every method expects.
 
-torchvision is not used: its wheels cannot sit beside the CPU torch build (``reference/environment.md`` §1).
+torchvision is not used: each of its releases pins one torch release, and installing it can replace the CPU torch
+build (docs/engineering.md, "Why torchvision and torchaudio are not dependencies").
 """
 
 from collections.abc import Sequence
@@ -94,7 +95,7 @@ def to_unit_range(x: Tensor, scaling: Scaling) -> Tensor:
     """Map ``[0, 1]`` images ``(..., C, H, W)`` to ``[-1, 1]``.
 
     ``"linear"``: ``2x − 1`` (``x/127.5 − 1`` on 8-bit values). ``"minmax"``: each image's own minimum and maximum go
-    to −1 and 1, as the CoopNets and ABP codes do (``reference/methods.md`` §5.4).
+    to −1 and 1, as the CoopNets and ABP codes do (docs/methods.md, "Pixel range, δ and σ").
     """
     if scaling == "linear":
         return x * 2 - 1

@@ -71,7 +71,7 @@ class LangevinMixin:
     Args:
         langevin_steps: Langevin steps per training iteration (l in the paper).
         langevin_step_size: δ. Couples with the pixel range and σ: 0.3 with σ = 1 on 0..255 images is
-            0.0023 with σ = 0.0078 on [-1, 1] images (``reference/methods.md`` §1.1).
+            0.0023 with σ = 0.0078 on [-1, 1] images (docs/methods.md, "Pixel range, δ and σ").
         langevin_sigma: σ, the standard deviation of the Gaussian reference distribution.
         langevin_noise: add the noise term (off in the released multi-grid and CoopVAEBM codes).
         langevin_clip: clamp the chains to ``[low, high]`` after every step; ``None`` for no clipping.
@@ -232,7 +232,7 @@ class HMCMixin:
     ICLR 2015): the sampler of generative visualisation and of class-conditional sampling from a classifier.
 
     The host provides ``score(x)`` (the default ``f``), ``rng`` and ``check_finite``. The paper's settings are not
-    known (``reference/methods.md`` §7); the defaults are common HMC practice for images in [-1, 1].
+    published (docs/methods.md, GenerativeGradient); the defaults are common HMC practice for images in [-1, 1].
 
     Args:
         hmc_steps: HMC iterations per sample.

@@ -1,6 +1,6 @@
 """Alternating back-propagation for the generator network.
 
-Han, Lu, Zhu, Wu, "Alternating Back-Propagation for Generator Network", AAAI 2017 (``reference/methods.md`` §6).
+Han, Lu, Zhu, Wu, "Alternating Back-Propagation for Generator Network", AAAI 2017 (docs/methods.md).
 The generator ``x = g(z) + N(0, s² I)``, ``z ~ N(0, I)``, is learned without an encoder or a discriminator: each
 training example keeps its own latent vector, revised by Langevin dynamics on the posterior p(z | x) (inferential
 back-propagation), and the generator takes one step on the reconstruction of the examples from their latents

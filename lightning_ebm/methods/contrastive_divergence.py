@@ -5,7 +5,7 @@ maximum-likelihood update as :class:`~lightning_ebm.methods.generative_convnet.G
 generative ConvNet, Xie et al. (ICML 2016, §4) show that CD makes the observed images reconstruct themselves by
 the auto-encoder ``x ↦ σ² ∂f/∂x`` (:meth:`reconstruct`); such a model is not a good sampler from noise. Persistent
 CD (Tieleman 2008) keeps the chains across updates instead of restarting them at the data; here the bank is
-filled once from the first observed batches, then never reset (``reference/methods.md`` §3).
+filled once from the first observed batches, then never reset (docs/methods.md, ContrastiveDivergence).
 """
 
 from collections.abc import Callable

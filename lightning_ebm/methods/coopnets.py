@@ -2,7 +2,7 @@
 
 Xie, Lu, Gao, Zhu, Wu, "Cooperative Learning of Energy-Based Model and Latent Variable Model via MCMC Teaching",
 AAAI 2018 (and TPAMI 2020). The generator proposes, the descriptor's Langevin dynamics revises, the descriptor learns
-from the revision, and the generator learns from how its proposals were revised (``reference/methods.md`` §5).
+from the revision, and the generator learns from how its proposals were revised (docs/methods.md, CoopNets).
 """
 
 from typing import Any
@@ -20,7 +20,7 @@ from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
 class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
     """CoopNets: a generator initialises the descriptor's Langevin chains and learns from their revisions.
 
-    One iteration (``reference/methods.md`` §5.1): z ~ N(0, I); x̂ = g(z); x̃ = ``langevin_steps`` of the
+    One iteration (docs/methods.md, CoopNets): z ~ N(0, I); x̂ = g(z); x̃ = ``langevin_steps`` of the
     descriptor's Langevin dynamics from x̂; optionally z̃ = ``generator_steps`` of Langevin on p(z | x̃) (off by
     default, as in the released code, so z̃ = z); then the descriptor step on ``mean f(x̃) − mean f(x)`` and the
     generator step on ``mean_j ‖x̃_j − g(z̃_j)‖² / (2 s²)``, both with the same x̃. The two losses share no

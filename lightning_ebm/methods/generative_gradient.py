@@ -1,6 +1,6 @@
 """Generative gradient pre-training of a classification ConvNet, and class-conditional sampling from it.
 
-Dai, Lu and Wu, "Generative Modeling of Convolutional Neural Networks", ICLR 2015 (``reference/methods.md`` §7).
+Dai, Lu and Wu, "Generative Modeling of Convolutional Neural Networks", ICLR 2015 (docs/methods.md).
 Each class score ``f_k`` of a classifier defines ``p(x | k) ∝ exp(f_k(x)) q(x)``, an exponential tilting of a
 reference distribution q; Bayes' rule on these K models gives back the softmax classifier.
 """

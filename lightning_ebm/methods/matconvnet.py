@@ -1,4 +1,4 @@
-"""The gradient handling of the original MatConvNet descriptor codes (``reference/methods.md`` §2.3, §11.10).
+"""The gradient handling of the original MatConvNet descriptor codes (docs/methods.md, GenerativeConvNet).
 
 ``process_epoch_dual.m::accumulate_gradients1`` divides each layer's gradient by the number of spatial positions of
 that layer's output (``net.numFilters(l) = H·W``), then, where the largest absolute entry of a weight or bias

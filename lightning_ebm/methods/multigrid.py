@@ -1,7 +1,7 @@
 """Multi-grid generative ConvNets learned by minimal contrastive divergence.
 
 Gao, Lu, Zhou, Zhu, Wu, "Learning Generative ConvNets via Multi-grid Modeling and Sampling", CVPR 2018
-(``reference/methods.md`` §4). One descriptor per grid; every synthesized chain starts from the 1×1 version of a
+(docs/methods.md, MultigridMCD). One descriptor per grid; every synthesized chain starts from the 1×1 version of a
 training image (the mean colour), is enlarged by block replication to the next grid, revised there by Langevin
 dynamics under that grid's descriptor, and passed on; each grid's descriptor learns from the observed images
 average-pooled to its grid against its own synthesized images.

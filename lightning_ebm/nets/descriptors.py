@@ -1,8 +1,8 @@
 """Descriptor nets: bottom-up ConvNets whose output is the score ``f(x): (B, C, H, W) -> (B,)``.
 
 The model they define is ``p(x) ∝ exp(f(x)) N(x; 0, σ² I)`` (Xie, Lu, Zhu, Wu, ICML 2016). A net with several top
-outputs sums them per sample; sums over the batch happen at the call site, never here. Layers follow
-``reference/methods.md`` §2.2 and §5.3, read from the authors' MatConvNet and TensorFlow codes.
+outputs sums them per sample; sums over the batch happen at the call site, never here. Layers follow the authors'
+MatConvNet and TensorFlow codes (docs/methods.md, GenerativeConvNet, CoopNets and MultigridMCD).
 """
 
 from collections.abc import Callable, Sequence
@@ -51,7 +51,7 @@ def init_gaussian(module: nn.Module, std: float | None) -> None:
 class TextureDescriptor(Descriptor):
     """The ICML-2016 texture descriptor: fully convolutional, f summed over all positions and channels.
 
-    Default layers (MatConvNet ``convNet_texture.m``, ``reference/methods.md`` §2.2): 15×15 stride 3 → 100,
+    Default layers (MatConvNet ``convNet_texture.m``; docs/methods.md, GenerativeConvNet): 15×15 stride 3 → 100,
     9×9 → 70, 7×7 → 30, each with padding k//2 and ReLU; weights N(0, 0.01²), biases 0. Being fully
     convolutional, it scores (and synthesizes) images of any size.
 
@@ -97,7 +97,7 @@ class TextureDescriptor(Descriptor):
 class ObjectDescriptor(Descriptor):
     """The object/scene descriptor of the TensorFlow CoopNets code (Xie et al., AAAI 2018), 64×64 by default.
 
-    Layers (``reference/methods.md`` §5.3): 5×5 stride 2 → 64, 3×3 stride 2 → 128, 3×3 stride 1 → 256, each with
+    Layers (docs/methods.md, CoopNets): 5×5 stride 2 → 64, 3×3 stride 2 → 128, 3×3 stride 1 → 256, each with
     LeakyReLU(0.2), then a full-size ("fc") layer to ``n_out`` = 100 outputs that are summed into f; weights
     N(0, 0.01²), biases 0, no normalisation. Padding is k//2 (TF's SAME pads one more pixel on the right and
     bottom for even sizes and stride 2: the output sizes agree).
@@ -145,7 +145,7 @@ class ObjectDescriptor(Descriptor):
         return self.fc(torch.flatten(self.body(x), 1)).sum(1)
 
 
-# The released multi-grid descriptors (``Multigrid_learning/model.py``, ``reference/methods.md`` §4.3), by grid side:
+# The released multi-grid descriptors (``Multigrid_learning/model.py``; docs/methods.md, MultigridMCD), by grid side:
 # (channels, kernel sizes, strides) of the convolutions before the one-output dense layer.
 _MULTIGRID_LAYERS = {
     4: ((96, 128, 256), (5, 3, 3), (2, 1, 1)),
@@ -165,7 +165,7 @@ class MultigridDescriptor(Descriptor):
     Batch normalisation uses the statistics of the batch it is given, always (the TF code runs it with
     ``training=True`` and momentum 0 in learning and sampling alike, and never uses moving averages): so f of one
     image depends on the batch it is scored in. Observed and synthesized images are scored in separate calls, as in
-    the released code; keep the batch size of sampling close to training's (``reference/pitfalls.md`` P23).
+    the released code; keep the batch size of sampling close to training's (docs/methods.md, MultigridMCD).
 
     Args:
         sample_shape: ``(C, H, W)`` of this grid's images; the dense layer is built for this size.

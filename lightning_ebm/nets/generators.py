@@ -1,6 +1,6 @@
 """Generator nets ``g(z): (B, *latent_shape) -> (B, C, H, W)`` in [-1, 1], for ``x = g(z) + N(0, s² I)``.
 
-Layers follow ``reference/methods.md`` §5.3 and §6.3, read from the authors' TensorFlow and MatConvNet codes.
+Layers follow the authors' TensorFlow and MatConvNet codes (docs/methods.md, CoopNets and AlternatingBackprop).
 Transposed convolutions with kernel 5, stride 2, padding 2 and output padding 1 double the size exactly (the
 MatConvNet crop [1, 2, 1, 2] and TF's SAME do the same).
 """

@@ -1,11 +1,11 @@
 """Linear observation operators ``y = A x`` for learning a generator from indirect data.
 
-Han et al. (AAAI 2017) learn the generator from compressed observations of the images instead of the images: the
-model becomes ``y = A g(z) + N(0, s² I)`` and alternating back-propagation runs unchanged on it, with ``A g`` in
-place of ``g`` (``reference/methods.md`` §6.4). Which operator the paper used is not readable in the material we
-have, so both common kinds are here: a random Gaussian projection (compressed sensing) and block averaging
-(down-sampling). Both are fixed: built from the sample shape (and a seed), identical on every process and in every
-run, so nothing about them needs to be checkpointed.
+Han et al. (AAAI 2017) learn the generator from compressed observations of the images instead of the images: the model
+becomes ``y = A g(z) + N(0, s² I)`` and alternating back-propagation runs unchanged on it, with ``A g`` in place of
+``g`` (docs/methods.md, AlternatingBackprop). Which operator the paper used is not known to us, so both common kinds are
+here: a random Gaussian projection (compressed sensing) and block averaging (down-sampling). Both are fixed: built from
+the sample shape (and a seed), identical on every process and in every run, so nothing about them needs to be
+checkpointed.
 """
 
 from collections.abc import Callable, Sequence

@@ -4,8 +4,8 @@ Dai, Lu and Wu (ICLR 2015) visualise a node of a ConvNet by sampling ``p(x) ∝ 
 energy is the descriptor's, ``U(x) = ‖x‖² / (2σ²) − f(x)`` (Xie et al., ICML 2016, eq. 1). One HMC iteration
 draws a momentum ``p ~ N(0, I)``, runs ``leapfrog_steps`` leapfrog steps of size ε on ``H(x, p) = U(x) + ‖p‖²/2``
 and accepts the end point with probability ``min(1, exp(H_start − H_end))`` (Neal, "MCMC using Hamiltonian
-dynamics", 2011, §5.2). The paper's leapfrog count, step size and σ are not known (``reference/methods.md`` §7), so
-they are arguments, and the step size adapts to a target acceptance rate during a warm-up.
+dynamics", 2011, §5.2). The paper's leapfrog count, step size and σ are not published (docs/methods.md,
+GenerativeGradient), so they are arguments, and the step size adapts to a target acceptance rate during a warm-up.
 """
 
 from collections.abc import Callable

@@ -2,12 +2,12 @@
 lower-precision forward and backward with the chain kept in float32, and the channels-last memory layout.
 
 An EBM spends nearly all its time in the sampler, whose step is ``f(x)``, ``∂f/∂x`` and an element-wise update.
-``torch.compile`` cannot take the whole step (it graph-breaks at ``autograd.grad``, ``reference/environment.md``
-§8), so it compiles the score function and autograd differentiates through the compiled graph. The net's parameters
-must be frozen while sampling (the mixins do it): the compiled backward is one autograd node, which computes the
-weight gradients too when they require grad. Inductor keeps what it compiled in its cache folder
-(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``), so a later run of the same net and shape
-starts in about a second instead of compiling again.
+``torch.compile`` cannot take the whole step (it graph-breaks at ``autograd.grad``; docs/engineering.md,
+"torch.compile"), so it compiles the score function and autograd differentiates through the compiled graph. The net's
+parameters must be frozen while sampling (the mixins do it): the compiled backward is one autograd node, which computes
+the weight gradients too when they require grad. Inductor keeps what it compiled in its cache folder
+(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``), so a later run of the same net and shape starts in
+about a second instead of compiling again.
 
 CUDA graphs (``cuda_graphs=True``) are ``torch.compile``'s ``mode="reduce-overhead"``: the compiled forward and its
 backward are recorded once per input shape and replayed, so a step costs a few graph launches instead of one launch
