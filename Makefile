@@ -24,7 +24,7 @@ install: $(VENV)/.installed ## create .venv and install the project into it (an 
 install-plan: ## print what `make install` would run, and why, without running it
 	@$(INSTALL) --dry-run
 
-train: install ## the main job: a generative ConvNet learns a texture from one image (~5 min on 2 CPU cores)
+train: install ## the main job: a generative ConvNet learns a texture from one image (5-15 min on 2 CPU cores)
 	$(VENV)/bin/lightning-ebm fit --config texture
 
 test: install ## the whole test suite (CPU); installs no system package (LIGHTNING_EBM_TEST_SLURM=install: SLURM's)

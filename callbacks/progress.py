@@ -24,7 +24,7 @@ class StepProgressBar(TQDMProgressBar):
     - count: ``trainer.global_step`` (the framework keeps it equal to the training iterations, manual
       optimisation with two optimisers included), so a resumed run starts at the restored step and, through
       tqdm's ``initial``, the rate and ETA count only this run's steps;
-    - ``epoch=`` leads the metrics only when an epoch has more than one batch.
+    - ``epoch=`` leads the metrics only when an epoch has more than one batch; the logger's ``v_num`` is left out.
 
     Validation, test and predict bars and the metrics postfix are Lightning's. ``refresh_rate`` and
     ``process_position`` are as in :class:`~lightning.pytorch.callbacks.TQDMProgressBar`; the training bar
@@ -57,6 +57,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
         metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: the run directory, printed at the start, names the run
         if trainer.num_training_batches > 1:
             return {"epoch": trainer.current_epoch, **metrics}
         return metrics

@@ -81,6 +81,10 @@ def cli_main(args: Sequence[str] | None = None) -> int:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; the commands are {', '.join(COMMANDS)}")
         check_packages()
+        if command != "visualize":
+            from lightning_ebm.argv import precheck
+
+            precheck(command, argv[1:])
         if command == "visualize":
             from lightning_ebm.visualize import main
 

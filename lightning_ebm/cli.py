@@ -26,6 +26,7 @@ import datamodules  # noqa: F401  (registers the DataModules for ``--data Textur
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
 from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
+from lightning_ebm.argv import check_ckpt_path, flag_value
 from lightning_ebm.errors import UsageError, condense, parser_error
 from lightning_ebm.lightning_private import drop_wandb_anonymous, split_cli_hparams, subcommand_parsers
 from lightning_ebm.methods.base import EBMModule
@@ -53,6 +54,25 @@ QUIET = (
     # SLURM's srun on PATH outside a job: jobs are started by `submit`, which runs srun itself
     r"The `srun` command is available on your system but is not used",
 )
+
+
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def _int_first_batch_limits() -> None:
+    """Make ``--trainer.limit_val_batches=1`` (and a preset's ``limit_val_batches: 1``) one batch, not 100 %.
+
+    The Trainer annotates these ``Optional[Union[int, float]]``, but typing caches unions by equality, which ignores
+    the order, so the object Python hands out is often an equal union built earlier with float first; jsonargparse
+    tries the members in order and reads ``1`` as ``1.0``, which Lightning takes as the whole set (larger integers
+    survive, as Lightning turns 5.0 back into 5). An uncached ``int | float | None`` keeps the user's int an int.
+    """
+    annotations = Trainer.__init__.__annotations__
+    for name in BATCH_LIMITS:
+        annotations[name] = int | float | None
+
+
+_int_first_batch_limits()
 
 
 class _NoAdverts(logging.Filter):
@@ -106,17 +126,6 @@ def _wandb_logged_in() -> bool:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
-
-
-def flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The value of ``flag`` in command-line ``args`` (``--flag value`` or ``--flag=value``), if given (the last)."""
-    found = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            found = args[i + 1]
-        elif arg.startswith(flag + "="):
-            found = arg.split("=", 1)[1]
-    return found
 
 
 _EXPONENT_ONLY = re.compile(r"[-+]?\d+[eE][-+]?\d+")
@@ -261,8 +270,7 @@ class EBMCLI(LightningCLI):
         dropping ``--model.*`` flags given with ``--ckpt_path``, such as a lowered step size after a divergence;
         it is turned off below.)
         """
-        if not Path(ckpt_path).is_file():
-            raise UsageError(f"--ckpt_path {ckpt_path}: no such file (give a run's checkpoints/last.ckpt, or 'last')")
+        check_ckpt_path(ckpt_path)
         try:
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         except Exception as err:  # a truncated file, or not a checkpoint at all

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ebm import recipes
+from lightning_ebm.argv import flag_value, precheck
 from lightning_ebm.errors import UsageError
 
 TEMPLATE = recipes.CONF / "slurm" / "job.sbatch"
@@ -95,14 +96,12 @@ def submit(args: Sequence[str]) -> str:
         UsageError: no recipe, an option fit refuses, a job shape Lightning cannot run, no ``sbatch``, or sbatch
             refusing the job (then nothing is left behind).
     """
-    from lightning_ebm.cli import EBMCLI, command_line, flag_value, program
-
     args = _aliased(args)
     dry_run = any(a in ("--dry-run", "--dry_run") for a in args)
     args = [a for a in args if a not in ("--dry-run", "--dry_run")]
-    asks_help = any(a in ("-h", "--help") for a in args)
-    if not asks_help and flag_value(args, "--config") is None and not any(a.startswith("--config=") for a in args):
-        raise UsageError("submit needs the recipe of the run: --config <recipe> (a name such as texture, or a file)")
+    precheck("submit", args)  # before importing torch: refused at once
+    from lightning_ebm.cli import EBMCLI, command_line, program
+
     fit_args = command_line(args)
     job = _parse(EBMCLI, fit_args, program())
     tasks = job.get("tasks_per_node") or max(job.gpus_per_node, 1)

@@ -21,13 +21,13 @@ def load_model(ckpt_path: str | Path):  # -> EBMModule (torch is imported only h
     Raises:
         UsageError: no such file, or not a checkpoint of this framework.
     """
+    path = Path(ckpt_path)
+    if not path.is_file():  # before importing torch: refused at once
+        raise UsageError(f"--ckpt_path {path}: no such file (give a .ckpt file, such as a run's checkpoints/last.ckpt)")
     import torch
 
     from lightning_ebm.lightning_private import split_cli_hparams
 
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise UsageError(f"--ckpt_path {path}: no such file (give a .ckpt file, such as a run's checkpoints/last.ckpt)")
     try:
         hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
     except Exception as err:
@@ -70,6 +70,7 @@ def visualize(
     Returns:
         The PNG written (with ``node=list``: the checkpoint's path, after printing the nodes).
     """
+    model = load_model(ckpt_path).eval()  # first: a missing file is refused before torch is imported
     import torch
 
     from callbacks.images import make_grid, save_png, to_uint8
@@ -77,7 +78,6 @@ def visualize(
     from lightning_ebm.nodes import describe_nodes, node_function
     from lightning_ebm.samplers import hmc, langevin
 
-    model = load_model(ckpt_path).eval()
     if node == "list":
         print(describe_nodes(model))
         return Path(ckpt_path)

@@ -50,14 +50,17 @@ TINY = [
 # torch.compile's cache (the compile tests) under the checkout's pytest cache, not the system temp folder;
 # `make clean` removes it
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".pytest_cache" / "torchinductor"))
-# ...except its C++ precompiled headers, which inductor always puts in <temp>/torchinductor_<user>: removed at the
-# end of the session when it was not there before
+# ...except its C++ precompiled headers (150 MB), which inductor always puts in <temp>/torchinductor_<user>: removed
+# at the end of the session when they were not there before (a plain fit makes that folder, empty)
 INDUCTOR_TEMP = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
-INDUCTOR_TEMP_EXISTED = INDUCTOR_TEMP.exists()
+INDUCTOR_HEADERS = INDUCTOR_TEMP / "precompiled_headers"
+FOUND = {path: path.exists() for path in (INDUCTOR_TEMP, INDUCTOR_HEADERS)}
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not INDUCTOR_TEMP_EXISTED:
+    if not FOUND[INDUCTOR_HEADERS]:
+        shutil.rmtree(INDUCTOR_HEADERS, ignore_errors=True)
+    if not FOUND[INDUCTOR_TEMP]:
         shutil.rmtree(INDUCTOR_TEMP, ignore_errors=True)
 
 

@@ -98,6 +98,16 @@ def test_configs_stack_and_default_root_dir_moves_everything(tmp_path):
     assert "max_steps: 2" in saved and "logger: false" in saved and "channels:\n        - 8" in saved
 
 
+def test_an_integer_batch_limit_is_a_number_of_batches_and_a_fraction_a_fraction(tmp_path):
+    digits = str(ROOT / "conf" / "experiments" / "coopnets_digits.yaml")
+    flags = ["--trainer.max_steps=2", "--trainer.limit_test_batches=0.5", "--trainer.limit_predict_batches=2"]
+    cli = run_cli("fit", "--config", digits, "--config", DEBUG, "--data.batch_size=8", *flags, root=tmp_path)
+    trainer = cli.trainer
+    # the debug preset's `limit_val_batches: 1` is one batch (it read as 1.0, all of them, through typing's cache)
+    assert type(trainer.limit_val_batches) is int and trainer.limit_val_batches == 1
+    assert trainer.limit_test_batches == 0.5 and type(trainer.limit_predict_batches) is int
+
+
 def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path):
     root = tmp_path / "out"
     run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=2", root=root)

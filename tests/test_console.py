@@ -75,6 +75,24 @@ def test_help_lists_every_command_under_the_programs_name_fast_and_without_torch
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "--config", "no_such_recipe"],
+        ["validate", "--ckpt_path", "x.ckpt"],
+        ["submit", "--nodes", "2"],
+        ["visualize", "--ckpt_path", "x.ckpt"],
+    ],
+    ids=["unknown-recipe", "no-ckpt", "submit-no-recipe", "visualize-no-ckpt"],
+)
+def test_what_needs_no_torch_is_refused_without_importing_it(args, tmp_path):
+    probe = "import sys; from lightning_ebm.__main__ import cli_main; "
+    probe += f"print(cli_main({args!r}), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["2", "False"], out.stderr  # refused at once, not after seconds of imports
+    assert ": error: " in out.stderr
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["fit", "--config", "texture", "--model.langevin_stepsize=0.1"], "did you mean langevin_step_size?"),

@@ -96,3 +96,21 @@ def test_without_max_steps_the_total_is_the_estimated_steps(tmp_path):
     )
     trainer.fit(Linear(), DataLoader(TensorDataset(torch.randn(6, 4)), batch_size=2))
     assert (progress.train_progress_bar.total, progress.train_progress_bar.n) == (6, 6)
+
+
+def test_the_loggers_version_is_not_in_the_postfix(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    progress = StepProgressBar()
+    trainer = Trainer(
+        max_steps=2,
+        default_root_dir=tmp_path,
+        callbacks=[progress],
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(Linear(), DataLoader(TensorDataset(torch.randn(2, 4)), batch_size=2))
+    text = str(progress.train_progress_bar)
+    assert "2/2" in text and "train/loss=" in text and "v_num" not in text
