@@ -15,6 +15,12 @@ from callbacks.images import log_image, save_png
 from callbacks.sample_grid import SampleGrid
 
 
+def data_sample_rate(trainer: Trainer, default: int = 11025) -> int:
+    """The sample rate in Hz of the run's sounds: the DataModule's ``sample_rate``, else ``default``."""
+    hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {})
+    return int(hparams.get("sample_rate", default))
+
+
 def sound_picture(clip: Tensor, width: int = 512, wave_height: int = 64, n_fft: int = 256) -> Tensor:
     """A uint8 ``(1, wave_height + n_fft/2, width)`` picture of a mono ``clip (1, T)`` in [-1, 1]: the waveform
     (the range of the samples under each column) above the log-magnitude spectrogram (low frequencies at the bottom)."""
@@ -49,10 +55,7 @@ class AudioSamples(SampleGrid):
         self.sample_rate = sample_rate
 
     def _rate(self, trainer: Trainer) -> int:
-        if self.sample_rate is not None:
-            return self.sample_rate
-        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {})
-        return int(hparams.get("sample_rate", 11025))
+        return self.sample_rate if self.sample_rate is not None else data_sample_rate(trainer)
 
     @rank_zero_only
     def write(self, trainer: Trainer, pl_module: LightningModule) -> Path:

@@ -1,21 +1,25 @@
-"""What ``predict`` writes: the samples as PNG files and one tensor file per rank."""
+"""What ``predict`` writes: the samples as PNG files (WAV files for sounds) and one tensor file per rank."""
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import soundfile
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from callbacks.audio_samples import data_sample_rate, sound_picture
 from callbacks.images import make_grid, save_png, to_uint8
 
 
 class SampleWriter(BasePredictionWriter):
     """Write ``predict``'s samples under ``<run dir>/<folder>/``.
 
-    Each sample becomes ``sample_<index>.png``; at the end every rank writes ``samples_rank<r>.pt`` (the float
-    tensor ``(N, *sample_shape)`` in [-1, 1]) and ``grid_rank<r>.png``. The CLI always adds this callback.
+    Each image ``(C, H, W)`` becomes ``sample_<index>.png`` and each sound ``(C, T)`` ``sample_<index>.wav`` (at the
+    DataModule's ``sample_rate``); at the end every rank writes ``samples_rank<r>.pt`` (the float tensor
+    ``(N, *sample_shape)`` in [-1, 1]) and ``grid_rank<r>.png`` (for sounds: each waveform above its spectrogram).
+    The CLI always adds this callback.
 
     Args:
         folder: sub-folder of the run directory (``trainer.default_root_dir``).
@@ -41,6 +45,12 @@ class SampleWriter(BasePredictionWriter):
         """One PNG per sample, named by its index in the predict dataset."""
         if batch_indices is None or len(batch_indices) != len(prediction):
             batch_indices = [f"{trainer.global_rank}_{batch_idx}_{i}" for i in range(len(prediction))]
+        if prediction.dim() == 3:  # sounds (N, C, T)
+            self._dir(trainer).mkdir(parents=True, exist_ok=True)
+            rate = data_sample_rate(trainer)
+            for index, sound in zip(batch_indices, prediction.detach().float().cpu()):
+                soundfile.write(self._dir(trainer) / f"sample_{index}.wav", sound.T.numpy(), rate)
+            return
         for index, image in zip(batch_indices, to_uint8(prediction)):
             save_png(image, self._dir(trainer) / f"sample_{index}.png")
 
@@ -59,4 +69,8 @@ class SampleWriter(BasePredictionWriter):
         rank = trainer.global_rank
         self._dir(trainer).mkdir(parents=True, exist_ok=True)
         torch.save(samples, self._dir(trainer) / f"samples_rank{rank}.pt")
-        save_png(make_grid(to_uint8(samples)), self._dir(trainer) / f"grid_rank{rank}.png")
+        if samples.dim() == 3:  # sounds: one picture per sound, stacked
+            grid = torch.cat([sound_picture(s.float().mean(0, keepdim=True)) for s in samples], dim=1)
+        else:
+            grid = make_grid(to_uint8(samples))
+        save_png(grid, self._dir(trainer) / f"grid_rank{rank}.png")

@@ -2,21 +2,75 @@
 
 import functools
 import inspect
+import typing
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from lightning_ebm.errors import suggest
 from lightning_ebm.lightning_private import attached_trainer, cli_hparams, has_cli_instantiator, step_without_counting
 from lightning_ebm.samplers.banks import Bank
 
 
 class DivergenceError(FloatingPointError):
     """Training produced NaN or infinite values (chains, loss or gradients); raised before they are saved."""
+
+
+def check_choices(cls: type, values: Mapping[str, Any]) -> None:
+    """Refuse a value of a ``Literal`` option of ``cls``'s constructors (its bases' and mixins' included) that is not
+    one of the choices, as the command line does: ``chain_init="zero"`` would otherwise fall through to another
+    behaviour.
+
+    Raises:
+        ValueError: naming the option, the value, the choices and the closest one.
+    """
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        try:
+            hints = typing.get_type_hints(init) if init is not None else {}
+        except Exception:  # an annotation that does not evaluate here: nothing to check
+            continue
+        for name, hint in hints.items():
+            if typing.get_origin(hint) is not Literal or name not in values:
+                continue
+            choices = typing.get_args(hint)
+            if values[name] not in choices:
+                close = suggest(str(values[name]), [str(c) for c in choices])
+                raise ValueError(
+                    f"{cls.__name__}({name}={values[name]!r}): choose one of {', '.join(map(repr, choices))}{close}"
+                )
+
+
+def outside_inference_mode(fn: Any) -> Any:
+    """Run ``fn`` with inference mode off (and gradients still off) when it is called under
+    ``torch.inference_mode()``, as Lightning's ``validate``, ``test`` and ``predict`` do.
+
+    Samplers differentiate the score with respect to the chains, so every tensor a score closes over must be a
+    normal tensor: a tensor made under inference mode (the class labels a conditional sampler creates, say) cannot
+    be saved for backward. Outside inference mode, the tensors ``fn`` creates are normal, and tensor arguments
+    made under inference mode are given to it as normal copies; otherwise ``fn`` runs as called.
+    """
+
+    def normal(value: Any) -> Any:
+        return value.clone() if isinstance(value, Tensor) and value.is_inference() else value
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_inference_mode_enabled():
+            if any(isinstance(v, Tensor) and v.is_inference() for v in (*args, *kwargs.values())):
+                with torch.no_grad():  # an argument made under inference mode earlier: a normal copy
+                    args, kwargs = tuple(map(normal, args)), {k: normal(v) for k, v in kwargs.items()}
+            return fn(*args, **kwargs)
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(*map(normal, args), **{k: normal(v) for k, v in kwargs.items()})
+
+    wrapper.outside_inference_mode = True
+    return wrapper
 
 
 class EBMModule(LightningModule):
@@ -45,6 +99,16 @@ class EBMModule(LightningModule):
             constant rate.
     """
 
+    SAMPLING = ("sample", "sample_stages")
+    """The contract's sampling methods: a subclass's own are wrapped in :func:`outside_inference_mode`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.SAMPLING:
+            own = cls.__dict__.get(name)
+            if own is not None and not getattr(own, "outside_inference_mode", False):
+                setattr(cls, name, outside_inference_mode(own))
+
     def __init__(
         self,
         sample_shape: Sequence[int] = (1, 64, 64),
@@ -54,6 +118,7 @@ class EBMModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_choices(type(self), self.hparams)
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -66,7 +131,8 @@ class EBMModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------- contract
     def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples ``(n, *sample_shape)`` in ``[-1, 1]``, detached, on the module's device.
+        """Draw ``n`` samples ``(n, *sample_shape)`` in ``[-1, 1]``, detached, on the module's device; the same
+        under ``torch.inference_mode()``, ``torch.no_grad()`` or neither (see :func:`outside_inference_mode`).
 
         Args:
             n: number of samples.

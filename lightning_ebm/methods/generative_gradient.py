@@ -61,6 +61,8 @@ class GenerativeGradient(HMCMixin, LangevinMixin, EBMModule):
         **kwargs: ``hmc_*``, ``langevin_*``, ``sample_shape``, ``optimizer``, ``lr_scheduler``.
     """
 
+    SAMPLING = (*EBMModule.SAMPLING, "sample_classes")
+
     def __init__(
         self,
         net: ClassifierFactory = ConvClassifier,

@@ -172,6 +172,18 @@ def test_sound_recipe_learns_from_generated_tones_and_writes_wav_files(tmp_path)
     logged = list(run.glob("wandb/offline-run-*/files/media/audio/*.wav"))
     assert len(logged) == 4 and soundfile.read(logged[0])[0].shape == (1000,)
 
+    # predict writes sounds as WAV files (it crashed writing a (1, T) waveform as a PNG)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    run_cli("predict", "--ckpt_path", ckpt, f"--data.root={sounds}", "--data.n_predict=3", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", root=tmp_path / "out")  # fmt: skip
+    (predicted,) = run.glob("predict-*/predictions")
+    wavs = sorted(predicted.glob("sample_*.wav"))
+    assert len(wavs) == 3 and not list(predicted.glob("sample_*.png"))
+    sound, rate = soundfile.read(wavs[0])
+    assert rate == 11025 and sound.shape == (1000,) and np.abs(sound).max() <= 1
+    assert (predicted / "grid_rank0.png").stat().st_size > 0
+    assert torch.load(predicted / "samples_rank0.pt", weights_only=True).shape == (3, 1, 1000)
+
 
 def test_inpainting_recipe_learns_from_occluded_faces_and_scores_the_recovery(tmp_path):
     from tests.conftest import DEBUG, ROOT, run_cli, run_dirs

@@ -182,3 +182,23 @@ def _save(model, path):
         path,
     )
     return path
+
+
+def test_sampling_under_inference_mode_as_predict_runs_it():
+    """Regression: ``predict`` (inference mode) crashed with "Inference tensors cannot be saved for backward": the
+    labels made inside ``sample`` were captured by the HMC score closure."""
+    model = make_model(hmc_steps=2, hmc_leapfrog_steps=2).eval()
+
+    def draw(mode):
+        with mode():
+            return model.sample(4, rng=torch.Generator().manual_seed(0))
+
+    plain = draw(torch.enable_grad)
+    for mode in (torch.inference_mode, torch.no_grad):
+        x = draw(mode)
+        assert not x.requires_grad and torch.equal(x, plain), mode.__name__
+    with torch.inference_mode():
+        labels = torch.tensor([0, 1, 2])  # an inference tensor from the caller
+        x = model.sample_classes(labels, rng=torch.Generator().manual_seed(0))
+    assert x.shape == (3, *model.sample_shape)
+    assert all(p.grad is None for p in model.parameters())
