@@ -412,7 +412,11 @@ class EBMCLI(LightningCLI):
             return
         run, prog = self.run_dir, program()
         minutes, seconds = divmod(int(time.monotonic() - self._started), 60)
-        lines = [f"{prog} {self.subcommand}: done in {minutes} min {seconds:02d} s, step {self.trainer.global_step}"]
+        step = self.trainer.global_step
+        if self.subcommand != "fit":  # the trainer's step is 0 here: say which checkpoint was evaluated
+            step = getattr(self.model, "checkpoint_step", None)
+        where = f", step {step}" if self.subcommand == "fit" else f", the checkpoint of step {step}" if step else ""
+        lines = [f"{prog} {self.subcommand}: done in {minutes} min {seconds:02d} s{where}"]
 
         def newest(pattern: str, where: Path = run) -> Path | None:
             found = sorted(where.glob(pattern), key=os.path.getmtime)

@@ -65,7 +65,7 @@ def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
     assert "sample_steps: 7" in printed and "langevin_steps: 7" in printed
 
 
-def test_fit_then_validate_test_predict_from_the_checkpoint(tmp_path):
+def test_fit_then_validate_test_predict_from_the_checkpoint(tmp_path, capsys):
     """The inference-mode trap: validate/test/predict run under torch.inference_mode in one process."""
     root = tmp_path / "out"
     cli = run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *TINY, root=root)
@@ -79,6 +79,8 @@ def test_fit_then_validate_test_predict_from_the_checkpoint(tmp_path):
         cli = run_cli(subcommand, "--ckpt_path", ckpt, "--trainer.logger=false", root=root)
         metrics = cli.trainer.callback_metrics
         assert torch.isfinite(metrics[f"{stage}/f_data"]) and f"{stage}/energy_gap" in metrics
+        assert "the checkpoint of step 4" in capsys.readouterr().err  # not the trainer's step 0
+        assert cli.model.checkpoint_step == 4
 
     run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=6", root=root)
     (predicted,) = run.glob("predict-*/predictions")

@@ -124,6 +124,9 @@ class EBMModule(LightningModule):
         self.lr_scheduler = lr_scheduler
         self._rng: torch.Generator | None = None
         self._saved_rng_state: Tensor | None = None
+        self.checkpoint_step: int | None = None
+        """The training step of the checkpoint this model was loaded from (``validate``/``test``/``predict`` report
+        it; Lightning restores the trainer's step only for ``fit``)."""
         # Denormal floats on the CPU: small weights and near-flat chains push activations into the denormal range,
         # which made Langevin steps 9-20x slower (docs/engineering.md, "Denormal floats"). Flushing them to zero is a
         # process-wide setting; it is made here so that sampling a loaded model in a notebook is fast too.
@@ -306,7 +309,8 @@ class EBMModule(LightningModule):
             checkpoint["hyper_parameters"] = portable_hparams(type(self), hparams)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Give this rank its banks and noise generator back."""
+        """Give this rank its banks and noise generator back, and note the checkpoint's step."""
+        self.checkpoint_step = int(checkpoint.get("global_step", 0))
         state = checkpoint.get("ebm_state")
         if not state:
             return
