@@ -23,11 +23,6 @@ COMMANDS = {
 HOME = Path(__file__).resolve().parents[1]
 
 
-def _program() -> str:
-    name = Path(sys.argv[0]).name
-    return "lightning-ebm" if name == "lightning-ebm" else "python -m lightning_ebm"
-
-
 def usage(prog: str) -> str:
     """The program's help: its commands, the shipped recipes and presets."""
     from lightning_ebm import __version__, recipes
@@ -63,11 +58,12 @@ def check_packages() -> None:
 
 def cli_main(args: Sequence[str] | None = None) -> int:
     """Run the command line; ``args`` replaces ``sys.argv[1:]`` (for notebooks and tests). Returns the exit status."""
+    from lightning_ebm.argv import PROGRAM_ENV, precheck, program
     from lightning_ebm.errors import UsageError
 
     argv = list(sys.argv[1:] if args is None else args)
-    prog = _program()
-    os.environ.setdefault("LIGHTNING_EBM_PROG", prog)
+    prog = program()
+    os.environ.setdefault(PROGRAM_ENV, prog)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(prog), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
@@ -81,9 +77,7 @@ def cli_main(args: Sequence[str] | None = None) -> int:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; the commands are {', '.join(COMMANDS)}")
         check_packages()
-        if command != "visualize":
-            from lightning_ebm.argv import precheck
-
+        if command not in ("visualize", "submit"):  # submit prechecks its own arguments, after its short forms
             precheck(command, argv[1:])
         if command == "visualize":
             from lightning_ebm.visualize import main

@@ -1,18 +1,32 @@
-"""The raw command line, read before torch is imported: a flag's value, and the refusals that need no torch.
+"""The raw command line, read before torch is imported: the program's name, a flag's value, and the refusals that
+need no torch.
 
 Importing Lightning takes seconds (10 s on a slow 2-core machine), so what can be refused from the arguments alone
 is refused here, at once: an unknown recipe or a missing config file (:func:`lightning_ebm.recipes.resolve`), a
 ``--ckpt_path`` that is no file, and ``submit`` without a recipe. Standard library only.
 """
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_ebm import recipes
 from lightning_ebm.errors import UsageError
 
+PROGRAM_ENV = "LIGHTNING_EBM_PROG"
+"""The program's name as the user typed it (``lightning-ebm`` or ``python -m lightning_ebm``), for messages; set by
+the entry point so that every process of a run (DDP workers included) names it the same way."""
+
 CKPT_KEYWORDS = ("last",)
 """``--ckpt_path`` values that are not files: ``last`` is the newest ``last.ckpt`` of the recipe's runs."""
+
+
+def program() -> str:
+    """How the user called the program: ``lightning-ebm`` or ``python -m lightning_ebm``."""
+    return os.environ.get(PROGRAM_ENV) or (
+        "lightning-ebm" if Path(sys.argv[0]).name == "lightning-ebm" else "python -m lightning_ebm"
+    )
 
 
 def flag_value(args: Sequence[str], flag: str) -> str | None:

@@ -26,7 +26,7 @@ import datamodules  # noqa: F401  (registers the DataModules for ``--data Textur
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
 from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
-from lightning_ebm.argv import check_ckpt_path, flag_value
+from lightning_ebm.argv import CKPT_KEYWORDS, check_ckpt_path, flag_value, program
 from lightning_ebm.errors import UsageError, condense, parser_error
 from lightning_ebm.lightning_private import drop_wandb_anonymous, split_cli_hparams, subcommand_parsers
 from lightning_ebm.methods.base import EBMModule
@@ -34,9 +34,6 @@ from lightning_ebm.slurm import SlurmJob
 
 RUN_DIR_ENV = "LIGHTNING_EBM_RUN_DIR"
 """Environment variable holding the run directory, so that DDP worker processes write into the same one."""
-
-PROGRAM_ENV = "LIGHTNING_EBM_PROG"
-"""The program's name as the user typed it (``lightning-ebm`` or ``python -m lightning_ebm``), for messages."""
 
 _PARSER_MODE = {"parser_mode": "omegaconf+"}
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -94,13 +91,6 @@ def quiet() -> None:
             log.addFilter(_NoAdverts())
 
 
-def program() -> str:
-    """How the user called the program: ``lightning-ebm`` or ``python -m lightning_ebm``."""
-    return os.environ.get(PROGRAM_ENV) or (
-        "lightning-ebm" if Path(sys.argv[0]).name == "lightning-ebm" else "python -m lightning_ebm"
-    )
-
-
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
@@ -108,6 +98,12 @@ def _stamp() -> str:
 def _rank_zero_process() -> bool:
     """Whether this is the process the user started (not a DDP worker that Lightning or srun launched)."""
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) == 0
+
+
+def _config_files(config: Any) -> tuple[list[Path], list[Path]]:
+    """The ``--config`` files of a parsed config, and those of them that are recipes (in an ``experiments`` folder)."""
+    files = [Path(str(p)) for p in (config.get("config") or [])]
+    return files, [p for p in files if p.parent.name == "experiments"]
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -258,7 +254,7 @@ class EBMCLI(LightningCLI):
         raw = command_line(sys.argv[1:] if args is None else args)
         subcommand = next((a for a in raw if a in SUBCOMMANDS), None)
         ckpt_path = flag_value(raw, "--ckpt_path")
-        if subcommand and ckpt_path and ckpt_path != "last":
+        if subcommand and ckpt_path and ckpt_path not in CKPT_KEYWORDS:
             self._ckpt_defaults(subcommand, ckpt_path)
         self.config = parser.parse_args(raw)
 
@@ -330,8 +326,7 @@ class EBMCLI(LightningCLI):
 
     # ------------------------------------------------------------------------------------- run directory
     def _recipe(self, config: Any) -> str:
-        files = [Path(str(p)) for p in (config.get("config") or [])]
-        experiments = [p for p in files if p.parent.name == "experiments"]
+        files, experiments = _config_files(config)
         if experiments or files:
             return (experiments or files)[-1].stem
         ckpt = Path(str(config.get("ckpt_path") or ""))
@@ -434,23 +429,21 @@ class EBMCLI(LightningCLI):
         if wandb_dir is not None:
             lines.append(f"  {'':<11}upload it with: wandb sync {wandb_dir}")
         if self.subcommand == "fit" and last.is_file():
-            recipe = flag_value(self._configs(), "--config")
+            recipe = self._recipe_option()
             again = f" --config {recipe}" if recipe else ""
             lines.append(f"  {'evaluate':<11}{prog} validate --ckpt_path {last}")
             more = 2 * self.trainer.global_step
             lines.append(f"  {'continue':<11}{prog} fit{again} --ckpt_path {last} --trainer.max_steps={more}")
         print("\n".join(lines), file=sys.stderr, flush=True)
 
-    def _configs(self) -> list[str]:
-        """``--config <recipe name>`` of this run's recipe, for the commands the summary prints."""
-        config = self.config[self.subcommand]
-        files = [Path(str(p)) for p in (config.get("config") or [])]
-        experiments = [p for p in files if p.parent.name == "experiments"]
+    def _recipe_option(self) -> str | None:
+        """This run's recipe as ``--config`` takes it in the commands the summary prints: its name if shipped."""
+        _, experiments = _config_files(self.config[self.subcommand])
         if not experiments:
-            return []
+            return None
         path = experiments[-1]
         shipped = recipes.CONF / "experiments" / path.name
-        return ["--config", path.stem if shipped.is_file() and shipped.samefile(path) else str(path)]
+        return path.stem if shipped.is_file() and shipped.samefile(path) else str(path)
 
     def after_fit(self) -> None:
         """The summary."""

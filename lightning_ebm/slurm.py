@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ebm import recipes
-from lightning_ebm.argv import flag_value, precheck
+from lightning_ebm.argv import flag_value, precheck, program
 from lightning_ebm.errors import UsageError
 
 TEMPLATE = recipes.CONF / "slurm" / "job.sbatch"
@@ -100,7 +100,7 @@ def submit(args: Sequence[str]) -> str:
     dry_run = any(a in ("--dry-run", "--dry_run") for a in args)
     args = [a for a in args if a not in ("--dry-run", "--dry_run")]
     precheck("submit", args)  # before importing torch: refused at once
-    from lightning_ebm.cli import EBMCLI, command_line, program
+    from lightning_ebm.cli import EBMCLI, command_line
 
     fit_args = command_line(args)
     job = _parse(EBMCLI, fit_args, program())

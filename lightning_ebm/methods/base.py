@@ -56,17 +56,18 @@ def outside_inference_mode(fn: Any) -> Any:
     made under inference mode are given to it as normal copies; otherwise ``fn`` runs as called.
     """
 
+    def inference(value: Any) -> bool:
+        return isinstance(value, Tensor) and value.is_inference()
+
     def normal(value: Any) -> Any:
-        return value.clone() if isinstance(value, Tensor) and value.is_inference() else value
+        return value.clone() if inference(value) else value
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not torch.is_inference_mode_enabled():
-            if any(isinstance(v, Tensor) and v.is_inference() for v in (*args, *kwargs.values())):
-                with torch.no_grad():  # an argument made under inference mode earlier: a normal copy
-                    args, kwargs = tuple(map(normal, args)), {k: normal(v) for k, v in kwargs.items()}
+        if not torch.is_inference_mode_enabled() and not any(map(inference, (*args, *kwargs.values()))):
             return fn(*args, **kwargs)
-        with torch.inference_mode(False), torch.no_grad():
+        grad = torch.is_grad_enabled()  # off under inference mode; the caller's otherwise
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
             return fn(*map(normal, args), **{k: normal(v) for k, v in kwargs.items()})
 
     wrapper.outside_inference_mode = True

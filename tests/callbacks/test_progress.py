@@ -25,31 +25,35 @@ class Linear(LightningModule):
 class BarProbe(Callback):
     """Records the training bar object and its count at every epoch start."""
 
-    def __init__(self, progress):
-        self.progress, self.ids, self.counts = progress, [], []
+    def __init__(self):
+        self.ids, self.counts = [], []
 
     def on_train_epoch_start(self, trainer, pl_module):
-        bar = self.progress.train_progress_bar
+        bar = trainer.progress_bar_callback.train_progress_bar
         self.ids.append(id(bar))
         self.counts.append(bar.n)
 
 
-def fit(tmp_path, max_steps, batches_per_epoch, ckpt_path=None):
+def fit_with_bar(tmp_path, data, callbacks=(), ckpt_path=None, **trainer_args):
+    """Fit ``Linear`` on ``data`` with a StepProgressBar (and ``callbacks``); no logger unless one is given."""
     progress = StepProgressBar()
-    probe = BarProbe(progress)
     trainer = Trainer(
-        max_steps=max_steps,
         default_root_dir=tmp_path,
-        callbacks=[progress, probe],
-        enable_progress_bar=True,
-        logger=False,
+        callbacks=[progress, *callbacks],
         enable_checkpointing=False,
         enable_model_summary=False,
         accelerator="cpu",
         devices=1,
+        **{"logger": False, **trainer_args},
     )
-    data = DataLoader(TensorDataset(torch.randn(2 * batches_per_epoch, 4)), batch_size=2)
     trainer.fit(Linear(), data, ckpt_path=ckpt_path)
+    return trainer, progress
+
+
+def fit(tmp_path, max_steps, batches_per_epoch, ckpt_path=None):
+    probe = BarProbe()
+    data = DataLoader(TensorDataset(torch.randn(2 * batches_per_epoch, 4)), batch_size=2)
+    trainer, progress = fit_with_bar(tmp_path, data, [probe], ckpt_path, max_steps=max_steps)
     return trainer, progress, probe
 
 
@@ -84,33 +88,14 @@ def test_resumed_run_starts_at_the_restored_step(tmp_path):
 
 
 def test_without_max_steps_the_total_is_the_estimated_steps(tmp_path):
-    progress = StepProgressBar()
-    trainer = Trainer(
-        max_epochs=2,
-        default_root_dir=tmp_path,
-        callbacks=[progress],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(Linear(), DataLoader(TensorDataset(torch.randn(6, 4)), batch_size=2))
+    _, progress = fit_with_bar(tmp_path, DataLoader(TensorDataset(torch.randn(6, 4)), batch_size=2), max_epochs=2)
     assert (progress.train_progress_bar.total, progress.train_progress_bar.n) == (6, 6)
 
 
 def test_the_loggers_version_is_not_in_the_postfix(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
-    progress = StepProgressBar()
-    trainer = Trainer(
-        max_steps=2,
-        default_root_dir=tmp_path,
-        callbacks=[progress],
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(Linear(), DataLoader(TensorDataset(torch.randn(2, 4)), batch_size=2))
+    data = DataLoader(TensorDataset(torch.randn(2, 4)), batch_size=2)
+    _, progress = fit_with_bar(tmp_path, data, max_steps=2, logger=CSVLogger(tmp_path))
     text = str(progress.train_progress_bar)
     assert "2/2" in text and "train/loss=" in text and "v_num" not in text
