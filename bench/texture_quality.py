@@ -5,8 +5,10 @@
 Prints SWD ×10³ over Laplacian-pyramid patches (lightning_ebm.metrics.swd) of the samples against the observed
 image, next to the same score for references that need no model: other patches of the observed image itself (the
 floor: the noise of the estimate), the other scikit-image textures, and the observed pixels shuffled (same
-histogram, no structure). It also prints, for each sample, the largest normalised cross-correlation with the
-observed image over every window (and circular shift): 1.0 means the sample is a copy of part of the observed image.
+histogram, no structure). The crops are ``TextureDataModule.reference_samples``, those that
+``callbacks.SampleQuality`` scores as ``val/swd_floor`` during training. It also prints, for each sample, the largest
+normalised cross-correlation with the observed image over every window (and circular shift): 1.0 means the sample is
+a copy of part of the observed image.
 """
 
 import importlib
@@ -51,26 +53,18 @@ def main() -> None:
     module_name, class_name = split_cli_hparams(checkpoint["hyper_parameters"])[0].rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load_from_checkpoint(ckpt, map_location="cpu")
     samples = model.sample(4)
-    g = torch.Generator().manual_seed(0)
-
-    def crops(images: list[torch.Tensor], k: int) -> torch.Tensor:
-        """``k`` random crops of the samples' size (the images themselves when they have that size)."""
-        side = samples.shape[-1]
-        out = []
-        for i in range(k):
-            image = images[i % len(images)]
-            top, left = (int(torch.randint(n - side + 1, (1,), generator=g)) for n in image.shape[-2:])
-            out.append(image[:, top : top + side, left : left + side])
-        return torch.stack(out)
-
-    reference = crops(observed.images, 4)
+    g = torch.Generator().manual_seed(0)  # one generator for every set of crops: each set is new crops
+    reference = observed.reference_samples(4, generator=g)  # crops of the samples' size, or the whole images
     kw = {"patches_per_image": 1024, "seed": 0}
     rows = [("samples (4)", swd(samples, reference, **kw))]
-    rows.append(("other patches of the observed image", swd(crops(observed.images, 4), reference, **kw)))
+    rows.append(
+        ("other patches of the observed image", swd(observed.reference_samples(4, generator=g), reference, **kw))
+    )
     for name in ("brick", "grass", "gravel"):
         if name != data["textures"]:
-            other = TextureDataModule(name, image_size=data["image_size"], mode=data["mode"]).images
-            rows.append((f"the {name} texture", swd(crops(other, 4), reference, **kw)))
+            size = {k: data[k] for k in ("image_size", "crop_size", "mode")}
+            other = TextureDataModule(name, **size).reference_samples(4, generator=g)
+            rows.append((f"the {name} texture", swd(other, reference, **kw)))
     shuffled = reference.flatten()[torch.randperm(reference.numel(), generator=g)].reshape(reference.shape)
     rows.append(("observed pixels, shuffled", swd(shuffled, reference, **kw)))
     print(

@@ -2,8 +2,10 @@
 work on rank zero, write under the run directory and hand images to whatever logger is attached (wandb first)."""
 
 from callbacks.audio_samples import AudioSamples
+from callbacks.chain_animation import ChainAnimation
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.energy_monitor import EnergyMonitor
+from callbacks.metric_curves import MetricCurves
 from callbacks.progress import StepProgressBar
 from callbacks.requeue import SlurmRequeue
 from callbacks.sample_grid import SampleGrid
@@ -12,7 +14,9 @@ from callbacks.sample_writer import SampleWriter
 
 __all__ = [
     "AudioSamples",
+    "ChainAnimation",
     "EnergyMonitor",
+    "MetricCurves",
     "RunCheckpoint",
     "SampleGrid",
     "SampleQuality",

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.base import split_indices
+from datamodules.base import nothing_held_out, split_indices
 from datamodules.resumable import ResumableData
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -163,10 +163,14 @@ class AudioDataModule(ResumableData):
         return self.resumable_loader(self.train_set, batch_size=hp.batch_size, num_workers=hp.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
-        """The held-out clips, or nothing."""
+        """The held-out clips; nothing while fitting without any (validation is skipped), a refusal otherwise."""
         if self.val_set is None:
-            return []
+            return nothing_held_out(self)
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader | list:
+        """As :meth:`val_dataloader`."""
+        return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         """Indices ``0 … n_predict − 1``; the model draws one sample per index."""

@@ -8,6 +8,7 @@ from datamodules.image_io import Mode
 from datamodules.loading import ArrayImages, ImageLoader, ImageTransform
 from datamodules.occlusion import Occluded, Occlusion
 from datamodules.resumable import ResumableData
+from lightning_ebm.errors import UsageError
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
@@ -28,6 +29,23 @@ def split_arrays(
     return ArrayImages(images[train], pick(train), transform), ArrayImages(
         images[held], pick(held), transform
     ) if held else None
+
+
+def nothing_held_out(datamodule: ResumableData) -> list:
+    """The validation or test loader of a DataModule that holds nothing out: nothing while fitting (validation is
+    skipped), and a refusal for ``validate`` and ``test``, which would otherwise evaluate nothing and say nothing.
+
+    Raises:
+        UsageError: naming the DataModule and the setting that holds data out (the program exits with 2).
+    """
+    trainer = datamodule.trainer
+    command = None if trainer is None or trainer.state.fn is None else trainer.state.fn.value
+    if command in ("validate", "test"):
+        raise UsageError(
+            f"{type(datamodule).__name__} holds out no data (val_fraction=0), so `{command}` has nothing to evaluate: "
+            "set --data.val_fraction, e.g. 0.1 (a fixed split; a model trained with val_fraction=0 has seen all of it)"
+        )
+    return []
 
 
 class ImageDataModule(ResumableData):
@@ -92,8 +110,8 @@ class ImageDataModule(ResumableData):
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> ImageLoader | list:
-        """The held-out split, or nothing (validation is then skipped)."""
-        return [] if self.val_set is None else self._loader(self.val_set, train=False)
+        """The held-out split; nothing while fitting without one (validation is skipped), a refusal otherwise."""
+        return nothing_held_out(self) if self.val_set is None else self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> ImageLoader | list:
         """As :meth:`val_dataloader`."""

@@ -235,6 +235,17 @@ class TextureDataModule(LightningDataModule):
         dataset = TextureCrops(self.images, hp.crop_size, hp.batch_size * hp.batches_per_epoch, self._seed_epoch_rank)
         return DataLoader(dataset, batch_size=hp.batch_size)
 
+    def reference_samples(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training samples ``(n, C, H, W)``, what a perfect sampler would give: random crops of the training
+        images (above the held-out rows), or the whole images in turn, drawn from ``generator`` (default: seed 0).
+        ``callbacks.SampleQuality`` scores them against the held-out images as the floor of ``val/swd``."""
+        g = torch.Generator().manual_seed(0) if generator is None else generator
+        crops = []
+        for k in range(n):
+            image = self.images[k % len(self.images)]
+            crops.append(random_crop(image, self.hparams.crop_size or image.shape[-1], g))  # whole images: square
+        return torch.stack(crops)
+
     def _eval_images(self) -> Tensor:
         size = self.hparams.crop_size
         if self.held_out:

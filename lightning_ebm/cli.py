@@ -19,12 +19,13 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
-from callbacks import RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
+from callbacks import MetricCurves, RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
 from lightning_ebm.argv import CKPT_KEYWORDS, check_ckpt_path, flag_value, program
 from lightning_ebm.errors import UsageError, condense, parser_error
@@ -157,6 +158,24 @@ class EBMArgumentParser(LightningArgumentParser):
         parser_error(self, message, ex)
 
 
+def with_csv_logger(loggers: Any, run_dir: Path) -> Any:
+    """The trainer's ``logger`` (built) with a CSVLogger writing ``<run_dir>/csv/metrics.csv`` added.
+
+    Added to one logger or a list of loggers that holds no CSVLogger; ``False``/``None`` (no logger) and ``True``
+    (Lightning's default logger) are returned as they are. When ``<run_dir>/csv`` already holds files (a resumed run
+    in its own directory) the new CSV goes to ``<run_dir>/csv-<time>/``: Lightning's CSVLogger would delete the
+    earlier file. It is added to the built trainer, not to the config, so a run's ``config.yaml`` used again as a
+    config gets a CSV in the new run's directory.
+    """
+    if loggers is None or isinstance(loggers, bool):
+        return loggers
+    listed = list(loggers) if isinstance(loggers, (list, tuple)) else [loggers]
+    if any(isinstance(logger, CSVLogger) for logger in listed):
+        return loggers
+    used = (run_dir / "csv").is_dir() and any((run_dir / "csv").iterdir())
+    return [*listed, CSVLogger(run_dir, name="", version=f"csv-{_stamp()}" if used else "csv")]
+
+
 class RunConfig(SaveConfigCallback):
     """Write the resolved config into the run directory and upload it to wandb when wandb logs the run.
 
@@ -195,6 +214,11 @@ class EBMCLI(LightningCLI):
       override), with a run id derived from the run directory, so a resumed or requeued run continues the same wandb
       run (a sweep agent's own ``WANDB_RUN_ID`` wins); wandb's console output is off (``WANDB_SILENT=false`` turns
       it on), the summary says where its files are;
+    - every run with a logger also logs to a :class:`~lightning.pytorch.loggers.CSVLogger` writing
+      ``<run>/csv/metrics.csv`` (``<run>/csv-<time>/`` when the run directory already has one: a resumed run), unless
+      the logger config already holds a CSVLogger; ``logger: false`` means no logger at all, CSV included;
+    - :class:`callbacks.MetricCurves` draws ``<run>/curves.png`` from that CSV at the end of ``fit`` unless a
+      ``MetricCurves`` is configured;
     - a ``checkpoint`` callback (:class:`callbacks.RunCheckpoint`), ``predict``'s :class:`callbacks.SampleWriter`,
       :class:`callbacks.SlurmRequeue` and a step-counting progress bar (:class:`callbacks.StepProgressBar`) are always
       present; a ``slurm`` section (:class:`lightning_ebm.slurm.SlurmJob`) holds ``submit``'s job settings and is
@@ -309,12 +333,18 @@ class EBMCLI(LightningCLI):
             raise UsageError(str(cause)) from cause
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The trainer, with :class:`callbacks.StepProgressBar` unless progress bars are off or one is configured."""
+        """The trainer, with a CSVLogger beside the configured loggers (:func:`with_csv_logger`),
+        :class:`callbacks.MetricCurves` unless one is configured, and :class:`callbacks.StepProgressBar` unless progress
+        bars are off or one is configured."""
         trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
         given = trainer.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
+        if not any(isinstance(c, MetricCurves) for c in given):
+            given = [*given, MetricCurves()]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
-            trainer["callbacks"] = [*given, StepProgressBar()]
+            given = [*given, StepProgressBar()]
+        trainer["callbacks"] = given
+        trainer["logger"] = with_csv_logger(trainer.get("logger"), self.run_dir)
         built = super().instantiate_trainer(**kwargs)
         for logger in built.loggers:
             if isinstance(logger, WandbLogger):
@@ -418,10 +448,14 @@ class EBMCLI(LightningCLI):
             return found[-1] if found else None
 
         last = run / "checkpoints" / "last.ckpt"
+        csv_logger = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
+        metrics = None if csv_logger is None else Path(csv_logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         entries = [
             ("samples", newest("samples/*.png") or newest("predictions/grid_rank0.png") or newest("*/*.png")),
             ("checkpoint", last if last.is_file() else None),
             ("config", run / "config.yaml" if (run / "config.yaml").is_file() else None),
+            ("metrics", metrics if metrics is not None and metrics.is_file() else None),
+            ("curves", run / "curves.png" if (run / "curves.png").is_file() else None),
             ("wandb", newest("wandb/offline-run-*")),
         ]
         lines += [f"  {name:<11}{path}" for name, path in entries if path is not None]

@@ -181,10 +181,19 @@ class EBMModule(LightningModule):
         """Log :meth:`evaluate_batch` under ``test/``."""
         self.log_dict({f"test/{k}": v for k, v in self.evaluate_batch(batch).items()}, sync_dist=True)
 
+    @staticmethod
+    def sample_numbers(batch: Any) -> Tensor:
+        """The numbers ``(n,)`` of the samples a predict batch asks for: the batch itself when it is a 1-D integer
+        tensor (the DataModules' predict loaders give indices ``0 … n_predict − 1``, split across ranks), else
+        ``0 … len(batch) − 1``."""
+        if isinstance(batch, Tensor) and batch.dim() == 1 and not batch.is_floating_point():
+            return batch
+        return torch.arange(batch.shape[0] if isinstance(batch, Tensor) else len(batch))
+
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Samples for ``predict``: one per element of the batch (the DataModule's predict loader gives indices)."""
-        n = batch.shape[0] if isinstance(batch, Tensor) else len(batch)
-        return self.sample(n, rng=self.seeded_rng(10_000 + batch_idx))
+        """Samples for ``predict``: one per element of the batch, each from fresh noise; methods whose samples
+        continue a limited set of chains number them by :meth:`sample_numbers` so that no two repeat one chain."""
+        return self.sample(len(self.sample_numbers(batch)), rng=self.seeded_rng(10_000 + batch_idx))
 
     def setup(self, stage: str) -> None:
         """Flush denormal floats to zero on the CPU (again, in each DDP process); see ``__init__``."""

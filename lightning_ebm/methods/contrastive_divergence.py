@@ -25,36 +25,35 @@ def _cycle(x: Tensor, n: int) -> Tensor:
 class ContrastiveDivergence(GenerativeConvNet):
     """CD-k from the observed batch, or persistent CD with ``persistent=True``.
 
-    CD-k: each iteration starts one chain at every observed image and runs ``langevin_steps`` (k) steps.
+    CD-k: each iteration starts one chain at every observed image and runs ``langevin_steps`` (k) steps; the newest
+    ``n_chains`` observed images are kept (and saved in checkpoints) as the starts of :meth:`sample`.
     Persistent: ``n_chains`` chains are filled once from the observed batch (cycled), then continued from where
     they stopped at every iteration; they are saved in checkpoints for every rank.
 
-    :meth:`sample` starts from the persistent chains, or (CD-k) from the last observed batch seen in training, and
-    from ``chain_init`` when there is neither (a CD model is not expected to sample well from there).
+    :meth:`sample` continues the persistent chains, or (CD-k) runs ``sample_steps`` steps from the kept observed
+    images, each used once; samples beyond those start from ``chain_init`` (a CD model is not expected to sample
+    well from there; see :meth:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet.draw`).
 
     Args:
         persistent: keep the chains across updates (PCD) instead of restarting them at the data.
-        **kwargs: as :class:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet`; ``n_chains`` only counts
-            in the persistent mode.
+        **kwargs: as :class:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet`; ``n_chains`` is the
+            number of persistent chains (PCD) or of observed images kept to start samples from (CD-k).
     """
 
     def __init__(self, *, persistent: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._last_batch: Tensor | None = None
 
     def synthesize(self, batch: Tensor, callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
         """k Langevin steps from the observed batch (CD) or from the persistent chains (PCD)."""
-        self._last_batch = batch.detach()
         if self.hparams.persistent:
             if not self.chains.initialized:
                 self.chains.set(_cycle(batch.detach(), self.chains.n_chains))
             return super().synthesize(batch, callback)
+        self.chains.remember(batch)
         return self.langevin(batch, callback=callback)
 
-    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
-        """``n`` samples from the persistent chains, the last observed batch, or ``chain_init`` (in that order)."""
-        if self.hparams.persistent or self._last_batch is None:
-            return super().sample(n, rng=rng)
-        g = self.seeded_rng() if rng is None else rng
-        start = _cycle(self._last_batch.to(self.device), n)
-        return self.langevin(start, n_steps=self.hparams.sample_steps, rng=g).clamp(-1, 1)
+    def chain_starts(self) -> Tensor | None:
+        """The persistent chains (PCD), or the distinct observed images kept (CD-k); ``None`` before training."""
+        if not self.chains.initialized:
+            return None
+        return self.chains.get(self.device) if self.hparams.persistent else self.chains.distinct(self.device)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import DescriptorFactory, ObjectDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, ObjectDescriptor, build_descriptor
 from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
 
 
@@ -63,7 +63,7 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         if n_chains < 1:
             raise ValueError(f"CoopNets needs n_chains >= 1, got {n_chains}")
         self.automatic_optimization = False
-        self.descriptor = descriptor(self.sample_shape)
+        self.descriptor = build_descriptor(descriptor, self.sample_shape)
         self.generator = generator(self.sample_shape)
         self.generator_optimizer = generator_optimizer
         self.generator_lr_scheduler = generator_lr_scheduler
@@ -132,9 +132,17 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         }
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
-        """f on held-out data and on fresh samples, their gap, and how far Langevin moves the proposals (rms)."""
+        """f per pixel on held-out data and on fresh samples, their gap, and how far Langevin moves the proposals
+        (rms, in the [-1, 1] pixel range).
+
+        Energies are divided by the values in a sample (C·H·W). The descriptor ends in a linear layer, so at a
+        maximum-likelihood fixed point the gap goes to 0 (see :meth:`GenerativeConvNet.evaluate
+        <lightning_ebm.methods.GenerativeConvNet.evaluate>`); a ``revision`` near 0 means the generator already
+        proposes what the descriptor's Langevin revision would make of its proposals.
+        """
         stages = self.sample_stages(x.shape[0], rng=self.seeded_rng(7))
-        f_data, f_sample = self.score(x).mean(), self.score(stages["descriptor"]).mean()
+        values = x[0].numel()
+        f_data, f_sample = self.score(x).mean() / values, self.score(stages["descriptor"]).mean() / values
         revision = (stages["descriptor"] - stages["generator"]).pow(2).mean().sqrt()
         return {"f_data": f_data, "f_sample": f_sample, "energy_gap": f_data - f_sample, "revision": revision}
 

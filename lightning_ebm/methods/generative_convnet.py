@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
 from lightning_ebm.mixins import GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import DescriptorFactory, TextureDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, TextureDescriptor, build_descriptor
 from lightning_ebm.samplers.banks import ChainBank
 
 
@@ -31,14 +32,17 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
 
     Logged: ``train/loss``; the step output carries ``f_data``, ``f_sample`` and ``grad_norm`` (the mean norm of
     ∂f/∂x along the chains) for :class:`callbacks.EnergyMonitor`. ``val/`` and ``test/`` log ``f_data``,
-    ``f_sample``, ``energy_gap`` and ``reconstruction_error`` (see :meth:`reconstruct`).
+    ``f_sample`` and ``energy_gap`` per pixel, and ``reconstruction_error`` (see :meth:`evaluate`).
 
     Args:
         net: builds the descriptor from the sample shape (a class such as ``TextureDescriptor``, or a partial).
         n_chains: persistent chains per process (1 for a texture in the paper; 36 for objects in the MatConvNet code).
         chain_init: where chains start: ``"zeros"`` (the paper: the zero image, the data mean), ``"reference"``
             (a draw of N(0, σ² I)) or ``"uniform"`` (U[-1, 1], as short-run MCMC does).
-        sample_steps: Langevin steps that :meth:`sample` adds to the chains (``None``: ``langevin_steps``).
+        sample_steps: Langevin steps that :meth:`sample` adds to the persistent chains (``None``:
+            ``langevin_steps``).
+        fresh_steps: Langevin steps of the new chains that :meth:`sample` starts when it is asked for more samples
+            than there are chains (``None``: as many as the persistent chains have run; see :meth:`draw`).
         grad_scaling: ``"positions"`` divides each layer's gradient by its output's number of positions, as the
             MatConvNet code does; ``"none"`` leaves gradients alone (the TF/PyTorch ports).
         grad_cap: after scaling, rescale each weight or bias gradient whose largest absolute entry exceeds
@@ -56,15 +60,17 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
         n_chains: int = 1,
         chain_init: Literal["zeros", "reference", "uniform"] = "zeros",
         sample_steps: int | None = None,
+        fresh_steps: int | None = None,
         grad_scaling: Literal["none", "positions"] = "none",
         grad_cap: float | None = None,
         bias_lr_multiplier: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.net = net(self.sample_shape)
+        self.net = build_descriptor(net, self.sample_shape)
         self.chains = ChainBank(n_chains, self.sample_shape)
         self._positions: dict[torch.nn.Parameter, int] | None = None
+        self._told_fresh = False
 
     # ----------------------------------------------------------------------------------------------- model
     def score(self, x: Tensor) -> Tensor:
@@ -104,19 +110,62 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
         self.chains.set(x)
         return x
 
-    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
-        """``n`` samples: the persistent chains (cycled to ``n``) run ``sample_steps`` more steps, in [-1, 1].
+    def chain_starts(self) -> Tensor | None:
+        """The distinct chains :meth:`sample` continues, ``(m, *sample_shape)``: the persistent chains, or
+        ``None`` before the first training step."""
+        return self.chains.get(self.device) if self.chains.initialized else None
 
-        The stored chains are not changed. Before the first training step the chains start from ``chain_init``.
+    def fresh_chain_steps(self) -> int:
+        """Langevin steps of a chain that :meth:`sample` starts afresh: ``fresh_steps``, or as many steps as the
+        persistent chains have run (trained steps × ``langevin_steps``, one iteration's at least)."""
+        hp = self.hparams
+        if hp.fresh_steps is not None:
+            return hp.fresh_steps
+        trained = self.global_step or (self.checkpoint_step or 0)
+        return max(trained, 1) * hp.langevin_steps
+
+    def draw(self, indices: Tensor, rng: torch.Generator) -> Tensor:
+        """Sample number ``i`` for each ``i`` in ``indices (n,)``: ``(n, *sample_shape)`` in [-1, 1].
+
+        Index ``i < m`` continues distinct chain ``i`` of :meth:`chain_starts` by ``sample_steps`` steps; a larger
+        index starts a new chain as training's chains start (``chain_init``) and runs it
+        :meth:`fresh_chain_steps` steps, so that no two samples are copies of one chain.
         """
-        g = self.seeded_rng() if rng is None else rng
-        if self.chains.initialized:
-            start = self.chains.get(self.device)
-            start = start[torch.arange(n, device=start.device) % start.shape[0]]
-        else:
-            start = self.initial_chains(n, g)
-        steps = self.hparams.sample_steps
-        return self.langevin(start, n_steps=steps, rng=g).clamp(-1, 1)
+        starts = self.chain_starts()
+        m = 0 if starts is None else starts.shape[0]
+        indices = indices.to(self.device)
+        known, fresh = indices[indices < m], int((indices >= m).sum())
+        out = torch.empty((len(indices), *self.sample_shape), device=self.device)
+        if len(known):
+            out[indices < m] = self.langevin(starts[known], n_steps=self.hparams.sample_steps, rng=rng)
+        if fresh:
+            if not self.hparams.langevin_noise and self.hparams.chain_init == "zeros":
+                raise ValueError(
+                    f"{type(self).__name__} has {m} distinct chain(s), and {fresh} more sample(s) would be copies of "
+                    "one chain: new chains all start at the zero image (chain_init='zeros') and Langevin without "
+                    f"noise (langevin_noise=False) moves them alike. Ask for at most {m}, train with more n_chains, "
+                    "or sample new chains with chain_init='uniform' or 'reference'"
+                )
+            steps = self.fresh_chain_steps()
+            if steps > 10 * self.hparams.langevin_steps and not self._told_fresh:
+                self._told_fresh = True
+                rank_zero_info(
+                    f"{type(self).__name__}: {m} distinct chain(s) exist; the other {fresh} sample(s) are new chains "
+                    f"from chain_init={self.hparams.chain_init!r} run for {steps} Langevin steps, as long as the "
+                    "training chains ran (set fresh_steps to change it, or train with more n_chains)"
+                )
+            out[indices >= m] = self.langevin(self.initial_chains(fresh, rng), n_steps=steps, rng=rng)
+        return out.clamp(-1, 1)
+
+    def sample(self, n: int, *, rng: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``(n, *sample_shape)`` in [-1, 1], all different chains (see :meth:`draw`): the
+        persistent chains run ``sample_steps`` more steps, then new chains. The stored chains are not changed."""
+        return self.draw(torch.arange(n), self.seeded_rng() if rng is None else rng)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Samples numbered by the predict loader's indices, so that the batches of ``predict`` (and its ranks)
+        together give ``n_predict`` different chains."""
+        return self.draw(self.sample_numbers(batch), self.seeded_rng(10_000 + batch_idx))
 
     # -------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
@@ -137,9 +186,23 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
         }
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
-        """f on held-out data and on fresh samples, their gap, and the auto-encoder error ``‖σ²∂f/∂x − x‖²``."""
-        samples = self.sample(x.shape[0], rng=self.seeded_rng(7))
-        f_data, f_sample = self.score(x).mean(), self.score(samples).mean()
+        """Energies per pixel on held-out ``x (B, *sample_shape)`` and on samples, and the auto-encoder error.
+
+        ``f_data`` and ``f_sample`` are the mean f of the held-out images and of the model's samples (its distinct
+        chains, at most B) divided by the number of values in a sample (C·H·W), so that runs at different image
+        sizes compare; ``energy_gap = f_data − f_sample``. What a healthy value looks like: every descriptor here
+        ends in a linear layer, ``f = <w, h(x)> + b``, and at a maximum-likelihood fixed point the data and the model
+        agree on ``E[h]`` (the gradient in ``w`` is zero), hence on ``E[f]``: the gap goes to 0 as learning
+        converges and the chains mix. A gap that stays large and positive means the samples are less probable
+        than the data (too few Langevin steps, or chains that lag the model); a negative one, samples more probable
+        than the data (chains stuck in a mode). ``reconstruction_error`` is ``mean (σ²∂f/∂x − x)²``, which CD
+        drives to 0 (:meth:`reconstruct`).
+        """
+        starts = self.chain_starts()
+        n = x.shape[0] if starts is None else min(x.shape[0], starts.shape[0])
+        samples = self.sample(n, rng=self.seeded_rng(7))
+        values = x[0].numel()
+        f_data, f_sample = self.score(x).mean() / values, self.score(samples).mean() / values
         recon = (self.reconstruct(x) - x).pow(2).mean()
         return {"f_data": f_data, "f_sample": f_sample, "energy_gap": f_data - f_sample, "reconstruction_error": recon}
 

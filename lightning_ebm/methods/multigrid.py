@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.mixins import GradNormTracker, LangevinMixin
-from lightning_ebm.nets.descriptors import DescriptorFactory, MultigridDescriptor
+from lightning_ebm.nets.descriptors import DescriptorFactory, MultigridDescriptor, build_descriptor, with_options
 from lightning_ebm.samplers.banks import ChainBank
 
 
@@ -70,6 +70,9 @@ class MultigridMCD(LangevinMixin, EBMModule):
         descriptor: builds one grid's descriptor from that grid's sample shape ``(C, k, k)``.
         grids: the grid sides from coarse to fine, each dividing the next; the last is the image side (the 1×1
             start has no model).
+        grid_options: keyword arguments for ``descriptor`` per grid side, over those of the config, e.g.
+            ``{64: {"channels": [32, 64, 128, 256]}}`` (a narrower first layer for the 64×64 net only). A side that is
+            not in ``grids``, or a keyword the descriptor does not take, is refused.
         sample_steps: Langevin steps per grid when sampling (``None``: ``langevin_steps``).
         n_starts: 1×1 training images kept (per process) to start samples from.
         clip_val: clip each descriptor's gradient norm to this (``None``: no clipping, as the released code).
@@ -83,6 +86,7 @@ class MultigridMCD(LangevinMixin, EBMModule):
         descriptor: DescriptorFactory = MultigridDescriptor,
         *,
         grids: Sequence[int] = (4, 16, 64),
+        grid_options: dict[int, dict[str, Any]] | None = None,
         sample_steps: int | None = None,
         n_starts: int = 1024,
         clip_val: float | None = None,
@@ -116,7 +120,18 @@ class MultigridMCD(LangevinMixin, EBMModule):
                     "the paper uses [4, 16, 64]"
                 )
         self.automatic_optimization = False
-        self.descriptors = nn.ModuleList([descriptor((c, k, k)) for k in self.grids])
+        options = {int(k): v for k, v in (grid_options or {}).items()}
+        if set(options) - set(self.grids):
+            raise ValueError(
+                f"grid_options names grids {sorted(set(options) - set(self.grids))}, but the grids are {self.grids}: "
+                "key the options by one of those sides"
+            )
+        self.descriptors = nn.ModuleList(
+            [
+                build_descriptor(with_options(descriptor, options.get(k, {}), f"grid_options[{k}]"), (c, k, k))
+                for k in self.grids
+            ]
+        )
         self.starts = ChainBank(n_starts, (c, 1, 1))
 
     # ----------------------------------------------------------------------------------------------- model
@@ -150,16 +165,11 @@ class MultigridMCD(LangevinMixin, EBMModule):
             out.append(x)
         return out
 
-    def _remember(self, start: Tensor) -> None:
-        """Keep the newest ``n_starts`` 1×1 training images (cycling the first batch until the bank is full)."""
-        start = start.detach()
-        n = self.starts.n_chains
-        kept = self.starts.get(start.device) if self.starts.initialized else start
-        self.starts.set(
-            torch.cat([start, kept])[torch.arange(n, device=start.device) % (start.shape[0] + kept.shape[0])]
-        )
-
-    def _sample_starts(self, n: int, g: torch.Generator, start: Tensor | None) -> Tensor:
+    def _sample_starts(self, n: int, start: Tensor | None, order: Tensor | None = None) -> Tensor:
+        """``(n, C, 1, 1)`` chain starts: the means of ``start`` (cycled), else distinct kept training means in a
+        order drawn once per training step (repeating only after all were used), else zeros before the first
+        training step. ``order`` numbers the samples (the predict loader's indices) instead of ``0..n-1``."""
+        order = torch.arange(n, device=self.device) if order is None else order.to(self.device)
         if start is not None:
             start = start.to(self.device)
             if start.dim() != 4 or start.shape[1] != self.sample_shape[0]:
@@ -167,25 +177,35 @@ class MultigridMCD(LangevinMixin, EBMModule):
                     f"start must be images (n, {self.sample_shape[0]}, h, w) whose means start the chains, got "
                     f"shape {tuple(start.shape)}"
                 )
-            return start.mean((2, 3), keepdim=True)[torch.arange(n, device=self.device) % start.shape[0]]
+            return start.mean((2, 3), keepdim=True)[order % start.shape[0]]
         if not self.starts.initialized:  # before any training step: the mean of [-1, 1]
             return torch.zeros((n, self.sample_shape[0], 1, 1), device=self.device)
-        kept = self.starts.get(self.device)
-        return kept[torch.randint(kept.shape[0], (n,), generator=g, device=self.device)]
+        kept = self.starts.distinct(self.device)
+        if not self.hparams.langevin_noise and int(order.max()) >= len(kept):
+            raise ValueError(
+                f"MultigridMCD without Langevin noise (langevin_noise=False) turns each start into one sample, and "
+                f"this model keeps {len(kept)} distinct starts (the means of the training images it saw, at most "
+                f"n_starts={self.starts.n_chains}), so {int(order.max()) + 1} samples would repeat some: ask for at "
+                "most that many, turn the noise on, or pass images as start="
+            )
+        shuffled = torch.randperm(len(kept), generator=self.seeded_rng(5), device=self.device)  # one order per step
+        return kept[shuffled[order % len(kept)]]
 
     def sample_stages(
-        self, n: int, *, rng: torch.Generator | None = None, start: Tensor | None = None
+        self, n: int, *, rng: torch.Generator | None = None, start: Tensor | None = None, order: Tensor | None = None
     ) -> dict[str, Tensor]:
         """The 1×1 starts and every grid's samples, ``{"1x1": (n, C, 1, 1), "4x4": (n, C, 4, 4), ...}`` in [-1, 1].
 
         Args:
             n: number of chains.
             rng: noise generator (``None``: a fresh seeded one, so sampling never changes training's noise).
-            start: images ``(m, C, h, w)`` whose means start the chains (cycled to ``n``); ``None`` draws the
-                means of training images this process has seen (zeros before the first training step).
+            start: images ``(m, C, h, w)`` whose means start the chains (cycled to ``n``); ``None`` draws
+                distinct means of training images this process has seen (zeros before the first training step).
+            order: the samples' numbers ``(n,)`` (``predict``'s indices), which pick the starts; ``0..n-1`` if
+                ``None``.
         """
         g = self.seeded_rng() if rng is None else rng
-        start = self._sample_starts(n, g, start)
+        start = self._sample_starts(n, start, order)
         grids = self.synthesize(start, n_steps=self.hparams.sample_steps, rng=g)
         stages = {grid_name(1): start.clamp(-1, 1)}
         stages.update({grid_name(k): x.clamp(-1, 1) for k, x in zip(self.grids, grids)})
@@ -195,6 +215,12 @@ class MultigridMCD(LangevinMixin, EBMModule):
         """``n`` samples at the finest grid ``(n, *sample_shape)``; see :meth:`sample_stages`."""
         return self.sample_stages(n, rng=rng, start=start)[grid_name(self.grids[-1])]
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Samples numbered by the predict loader's indices, which pick distinct starts across the batches."""
+        order = self.sample_numbers(batch)
+        stages = self.sample_stages(len(order), rng=self.seeded_rng(10_000 + batch_idx), order=order)
+        return stages[grid_name(self.grids[-1])]
+
     # -------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """One iteration of multi-grid minimal contrastive divergence (see the class docstring)."""
@@ -202,7 +228,7 @@ class MultigridMCD(LangevinMixin, EBMModule):
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(f"MultigridMCD was built for images {self.sample_shape}, got a batch {tuple(x.shape)}")
         start = pool_to(x, 1)
-        self._remember(start)
+        self.starts.remember(start)
         tracker = GradNormTracker()
         synthesized = self.synthesize(start, callback=tracker)
         logs, losses = {}, []
@@ -223,12 +249,20 @@ class MultigridMCD(LangevinMixin, EBMModule):
         }
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
-        """Per grid: f on held-out images and on samples started from their 1×1 versions, and the gap (finest grid
-        unsuffixed); ``recon``: mean |x − sample| at the finest grid."""
+        """Per grid: f per pixel on held-out images and on samples started from their 1×1 versions, and the gap
+        (finest grid unsuffixed); ``recon``: mean |x − sample| at the finest grid.
+
+        Energies are divided by the values in a grid's image (C·k·k) so that grids and image sizes compare. The
+        descriptors end in a linear layer, so at a maximum-likelihood fixed point the gap goes to 0 (see
+        :meth:`GenerativeConvNet.evaluate <lightning_ebm.methods.GenerativeConvNet.evaluate>`); minimal contrastive
+        divergence starts the chains at the data's 1×1 means, so a small gap here says the short chains already
+        reach the model's typical images.
+        """
         grids = self.synthesize(pool_to(x, 1), n_steps=self.hparams.sample_steps, rng=self.seeded_rng(7))
         out = {}
         for side, net, syn in zip(self.grids, self.descriptors, grids):
-            f_data, f_sample = net(pool_to(x, side)).mean(), net(syn).mean()
+            values = x.shape[1] * side * side
+            f_data, f_sample = net(pool_to(x, side)).mean() / values, net(syn).mean() / values
             out[f"energy_gap_{grid_name(side)}"] = f_data - f_sample
         out.update({"f_data": f_data, "f_sample": f_sample, "energy_gap": f_data - f_sample})
         out["recon"] = (x - grids[-1]).abs().mean()

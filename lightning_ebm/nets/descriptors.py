@@ -5,7 +5,10 @@ outputs sums them per sample; sums over the batch happen at the call site, never
 MatConvNet and TensorFlow codes (docs/methods.md, GenerativeConvNet, CoopNets and MultigridMCD).
 """
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +36,91 @@ class Descriptor(nn.Module):
             )
 
 
-DescriptorFactory = Callable[[Sequence[int]], Descriptor]
-"""What methods take to build a descriptor: a class or partial called with the sample shape."""
+DescriptorFactory = Callable[[Sequence[int]], nn.Module]
+"""What methods take to build a descriptor: a class, partial or function called with the sample shape ``(C, H, W)``
+that returns any ``nn.Module`` scoring ``(B, C, H, W) -> (B,)``. Subclassing :class:`Descriptor` is not needed: from a
+config, ``class_path`` names any ``nn.Module`` class whose constructor takes the sample shape first and ``init_args``
+its other arguments. Methods build it with :func:`build_descriptor`, which checks the output shape."""
+
+
+def build_descriptor(factory: DescriptorFactory, sample_shape: Sequence[int]) -> nn.Module:
+    """``factory(sample_shape)``, checked by one forward pass of a batch of two zero samples: it must return ``(2,)``.
+
+    The check runs under ``no_grad`` on the device the net was built on (the CPU, in a method's ``__init__``), with
+    every submodule in eval mode so that batch-norm running statistics are left untouched; the modes are restored.
+
+    Args:
+        factory: builds the net from the sample shape (see :data:`DescriptorFactory`).
+        sample_shape: shape of one sample, ``(C, H, W)`` for images.
+
+    Returns:
+        The net, mapping ``(B, *sample_shape) -> (B,)``.
+
+    Raises:
+        ValueError: the factory returned no ``nn.Module``, the net failed on the dummy batch, or its output is not
+            one score per sample.
+    """
+    shape = tuple(int(s) for s in sample_shape)
+    net = factory(shape)
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"a descriptor must be a torch.nn.Module; {factory!r} returned a {type(net).__name__}")
+    name = type(net).__name__
+    param = next((p for p in net.parameters() if p.is_floating_point()), None)
+    x = torch.zeros((2, *shape)) if param is None else torch.zeros((2, *shape), device=param.device, dtype=param.dtype)
+    modes = {m: m.training for m in net.modules()}
+    try:
+        net.eval()
+        with torch.no_grad():
+            out = net(x)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} built for samples of shape {shape} fails on a batch of shape {tuple(x.shape)}: {err}"
+        ) from err
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+    if got != (2,):
+        raise ValueError(
+            f"{name} returned {got} for a batch of 2 samples of shape {shape}; a descriptor must return one score "
+            "per sample: (B,), e.g. by summing over the other dimensions (x.flatten(1).sum(1))"
+        )
+    return net
+
+
+def with_options(factory: DescriptorFactory, options: Mapping[str, Any], what: str = "options") -> DescriptorFactory:
+    """``factory`` with keyword arguments ``options`` added or replaced (``functools.partial``), checked by name.
+
+    Args:
+        factory: a class, partial or function taking the sample shape first (a ``class_path`` config arrives as
+            jsonargparse's partial of the class, whose keywords are its ``init_args``).
+        options: keyword arguments of the factory, e.g. ``{"channels": [32, 64, 128, 256]}``.
+        what: how the caller names ``options`` in errors (``"grid_options[64]"``).
+
+    Raises:
+        ValueError: a key is not a parameter of the factory (unless it takes ``**kwargs``); the message lists them.
+    """
+    if not options:
+        return factory
+    names, inner = set(), factory
+    while isinstance(inner, partial):
+        names |= set(inner.keywords)
+        wrapped = [a for a in inner.args if isinstance(a, type)]  # jsonargparse: partial(call, instantiator, cls)
+        inner = wrapped[-1] if wrapped else inner.func
+    try:
+        params = list(inspect.signature(inner).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: let the call itself complain
+        params = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        names |= {p.name for p in named[1:]}  # the first is the sample shape
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ValueError(
+                f"{what} sets {', '.join(map(repr, unknown))}, which {getattr(inner, '__name__', inner)} does not "
+                f"take; its parameters: {', '.join(sorted(names)) or 'none besides the sample shape'}"
+            )
+    return partial(factory, **options)
 
 
 def init_gaussian(module: nn.Module, std: float | None) -> None:

@@ -64,6 +64,22 @@ class ChainBank(Bank):
             raise ValueError(f"ChainBank holds chains of shape {expected}, got {tuple(x.shape)}")
         self.chains = x.detach()
 
+    def remember(self, x: Tensor) -> None:
+        """Keep the newest rows: ``x (B, *shape)`` first, then the rows held before, cut to ``n_chains`` (cycling
+        while fewer have been seen). Makes the bank a memory of recent observed images (chain starts)."""
+        x = x.detach()
+        kept = x if self.chains is None else torch.cat([x, self.chains.to(x.device)])
+        self.set(kept[torch.arange(self.n_chains, device=x.device) % kept.shape[0]])
+
+    def distinct(self, device: torch.device | str | None = None) -> Tensor:
+        """The different rows held ``(m, *shape)``, ``m <= n_chains``, in their order in the bank (a bank filled by
+        cycling holds repeats)."""
+        chains = self.get(device)
+        _, inverse = torch.unique(chains.flatten(1), dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), len(chains), device=chains.device, dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(len(chains), device=chains.device), "amin")
+        return chains[first.sort().values]
+
     def rank_state(self) -> Tensor | None:
         """The chains of this rank, or ``None`` before the first step."""
         return self.chains

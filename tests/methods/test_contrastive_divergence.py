@@ -22,7 +22,18 @@ def test_cd_starts_every_chain_at_the_observed_batch():
     assert torch.equal(starts[0], batch)
     expected = original(batch)
     torch.testing.assert_close(out["loss"], model.score(expected).mean() - model.score(batch).mean())
-    assert not model.chains.initialized  # CD-k keeps no chains
+    # CD-k keeps no chains, only the observed images (newest first) that samples start from
+    assert torch.equal(model.chains.get(), batch[:3])
+
+
+def test_cd_samples_start_at_distinct_kept_images():
+    model = make_model(n_chains=3, sample_steps=0)
+    model.training_step(torch.randn(2, 1, 16, 16), 0)  # the bank holds 2 distinct images, cycled to 3 rows
+    kept = model.chain_starts()
+    assert kept.shape == (2, 1, 16, 16)
+    samples = model.sample(4)
+    torch.testing.assert_close(samples[:2], kept.clamp(-1, 1))  # 0 sample steps: the kept images themselves
+    assert not any(torch.equal(samples[i], samples[j]) for i in range(4) for j in range(i))
 
 
 def test_cd_zero_steps_gives_zero_loss_and_gradient():

@@ -55,3 +55,19 @@ def test_a_texture_is_closer_to_itself_than_to_other_textures_and_noise():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="one shape"):
         swd(torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32))
+
+
+def test_the_floor_uses_fixed_training_crops_that_score_well_under_another_texture():
+    """``reference_samples``: n different crops of the training rows, the same every call; against the held-out
+    (centre) crop they score well under crops of another texture: the floor is the noise of the estimate."""
+    brick = TextureDataModule("brick", image_size=96, crop_size=32, holdout=0.5, n_val=8)  # rows 0-47 train
+    reference = brick.reference_samples(8)
+    assert reference.shape == (8, 1, 32, 32) and torch.equal(reference, brick.reference_samples(8))
+    assert len(torch.unique(reference.flatten(1), dim=0)) == 8
+    brick = TextureDataModule("brick", image_size=128, crop_size=64)  # as texture.yaml: validates on the centre
+    centre = brick.val_dataloader().dataset
+    grass = TextureDataModule("grass", image_size=128, crop_size=64).reference_samples(8)
+    floor = swd(brick.reference_samples(8), centre, patches_per_image=1024)
+    assert floor < swd(grass, centre, patches_per_image=1024) / 2
+    whole = TextureDataModule("brick", image_size=16)  # whole-image mode: the image itself, in turn
+    assert torch.equal(whole.reference_samples(3), whole.images[0].expand(3, -1, -1, -1))
