@@ -46,9 +46,9 @@ class SampleQuality(Callback):
     Args:
         every_n_epochs: score at the end of validation in every N-th training epoch.
         n_samples: samples drawn per score, all DDP processes together, and held-out images compared (fewer when
-            the held-out set is smaller); FID and KID need 2 or more. A descriptor's samples beyond its
-            ``n_chains`` are new chains, which run as many steps as training has: keep ``n_samples <= n_chains``
-            there, or set the model's ``fresh_steps``.
+            the held-out set is smaller); FID and KID need 2 or more. A model learned with persistent chains
+            has ``n_chains`` samples per process: keep ``n_samples <= n_chains × processes`` there (more is refused
+            unless the model's ``fresh_steps`` starts new chains).
         metrics: any of ``"swd"``, ``"fid"``, ``"kid"``.
         feature: FID/KID features: an Inception feature size (64, 192, 768, 2048) or an ``nn.Module``.
         weights_path: a local copy of the FID Inception weights.

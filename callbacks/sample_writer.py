@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.audio_samples import data_sample_rate, sound_picture
-from callbacks.images import make_grid, save_png, to_uint8
+from callbacks.images import captioned, enlarge, enlargement, make_grid, save_png, to_uint8
 
 
 class SampleWriter(BasePredictionWriter):
@@ -18,7 +18,8 @@ class SampleWriter(BasePredictionWriter):
 
     Each image ``(C, H, W)`` becomes ``sample_<index>.png`` and each sound ``(C, T)`` ``sample_<index>.wav`` (at the
     DataModule's ``sample_rate``); at the end every rank writes ``samples_rank<r>.pt`` (the float tensor
-    ``(N, *sample_shape)`` in [-1, 1]) and ``grid_rank<r>.png`` (for sounds: each waveform above its spectrogram).
+    ``(N, *sample_shape)`` in [-1, 1]) and ``grid_rank<r>.png``: the images enlarged by whole pixels to at least 256 px
+    under a caption naming the method and the checkpoint's step (for sounds: each waveform above its spectrogram).
     The CLI always adds this callback.
 
     Args:
@@ -71,6 +72,10 @@ class SampleWriter(BasePredictionWriter):
         torch.save(samples, self._dir(trainer) / f"samples_rank{rank}.pt")
         if samples.dim() == 3:  # sounds: one picture per sound, stacked
             grid = torch.cat([sound_picture(s.float().mean(0, keepdim=True)) for s in samples], dim=1)
-        else:
-            grid = make_grid(to_uint8(samples))
+        else:  # enlarged by whole pixels to >= 256 px, under a caption saying what it shows
+            factor = enlargement([len(samples)], *samples.shape[-2:])
+            step = getattr(pl_module, "checkpoint_step", None)
+            what = f"the checkpoint of step {step}" if step is not None else "an untrained model"
+            caption = f"{type(pl_module).__name__}, {what}: {len(samples)} samples (rank {rank})"
+            grid = captioned(make_grid(enlarge(to_uint8(samples), factor)), [caption])
         save_png(grid, self._dir(trainer) / f"grid_rank{rank}.png")

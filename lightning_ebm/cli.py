@@ -6,6 +6,7 @@ import logging
 import netrc
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -465,7 +466,8 @@ class EBMCLI(LightningCLI):
         if self.subcommand == "fit" and last.is_file():
             recipe = self._recipe_option()
             again = f" --config {recipe}" if recipe else ""
-            lines.append(f"  {'evaluate':<11}{prog} validate --ckpt_path {last}")
+            # the run's own config brings its callbacks (SampleQuality's scores) and exactly its data settings
+            lines.append(f"  {'evaluate':<11}{prog} validate --config {run / 'config.yaml'} --ckpt_path {last}")
             more = 2 * self.trainer.global_step
             lines.append(f"  {'continue':<11}{prog} fit{again} --ckpt_path {last} --trainer.max_steps={more}")
         print("\n".join(lines), file=sys.stderr, flush=True)
@@ -490,15 +492,26 @@ def run(args: Sequence[str] | None = None) -> EBMCLI:
     """Run ``fit``, ``validate``, ``test`` or ``predict`` from a command line (``None``: ``sys.argv``); the CLI object
     holds the trainer, model and data afterwards (for tests and notebooks)."""
     inherited = RUN_DIR_ENV in os.environ  # set by the launching process of a DDP run
-    failed = True
+    failed, refused = True, None
     try:
         cli = EBMCLI(args=args)
         failed = False
         return cli
+    except UsageError:  # refused once the run had started (too many samples asked for, no held-out data)
+        refused = None if inherited else os.environ.get(RUN_DIR_ENV)
+        raise
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)
         _finish_wandb(failed)
+        if refused and _rank_zero_process():
+            _remove_unless_checkpointed(Path(refused))
+
+
+def _remove_unless_checkpointed(run_dir: Path) -> None:
+    """Remove the run directory of a refused command, unless it holds a checkpoint (a resumed run's own folder)."""
+    if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _finish_wandb(failed: bool) -> None:

@@ -82,11 +82,14 @@ def test_fit_then_validate_test_predict_from_the_checkpoint(tmp_path, capsys):
         assert "the checkpoint of step 4" in capsys.readouterr().err  # not the trainer's step 0
         assert cli.model.checkpoint_step == 4
 
-    run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=6", root=root)
+    with pytest.raises(UsageError, match=r"has 2 distinct chain\(s\).*Ask for at most 2"):  # not 6 copies of 2
+        run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=6", root=root)
+    assert not list(run.glob("predict-*"))  # the refused command left nothing behind
+    run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", root=root)  # the recipe's n_predict: 2
     (predicted,) = run.glob("predict-*/predictions")
     samples = torch.load(predicted / "samples_rank0.pt", weights_only=True)
-    assert samples.shape == (6, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
-    assert len(list(predicted.glob("sample_*.png"))) == 6 and (predicted / "grid_rank0.png").is_file()
+    assert samples.shape == (2, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    assert len(list(predicted.glob("sample_*.png"))) == 2 and (predicted / "grid_rank0.png").is_file()
 
 
 def test_configs_stack_and_default_root_dir_moves_everything(tmp_path):

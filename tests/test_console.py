@@ -46,7 +46,8 @@ def test_fit_validate_test_predict_print_no_warning_and_say_where_things_are(tmp
     relative = Path("runs") / "texture" / run.name
     assert f"lightning-ebm fit: run directory {relative}" in fit.stderr
     ckpt = relative / "checkpoints" / "last.ckpt"
-    for line in ("samples", "checkpoint", "config", "wandb sync", f"lightning-ebm validate --ckpt_path {ckpt}"):
+    evaluate = f"lightning-ebm validate --config {relative / 'config.yaml'} --ckpt_path {ckpt}"
+    for line in ("samples", "checkpoint", "config", "wandb sync", evaluate):
         assert line in fit.stderr, line
     assert fit.stdout.replace("\r", "\n").splitlines()[-1].startswith("step: 100%")  # counts steps, not epochs
     assert "4/4" in fit.stdout and "Epoch" not in fit.stdout

@@ -133,7 +133,7 @@ def test_callback_under_ddp_logs_the_scores_of_the_pooled_samples(tmp_path):
         enable_model_summary=False,
         callbacks=[quality],
     )
-    trainer.fit(tiny_model(cls, n_chains=2, langevin_steps=2), data)
+    trainer.fit(tiny_model(cls, n_chains=4, langevin_steps=2), data)  # 7 samples over 2 processes: 4 and 3
 
     s0, s1 = (torch.load(tmp_path / f"samples_rank{r}.pt") for r in (0, 1))
     assert len(s0) == 4 and len(s1) == 3 and not torch.equal(s0[:3], s1)  # each rank drew its own share
@@ -146,5 +146,5 @@ def test_callback_under_ddp_logs_the_scores_of_the_pooled_samples(tmp_path):
     assert logged[0]["val/swd"] == pytest.approx(swd(pooled, real), rel=1e-6)
     assert logged[0]["val/swd_floor"] == pytest.approx(swd(data.reference_samples(7), real), rel=1e-6)
     assert trainer.callback_metrics["val/fid"] == pytest.approx(logged[0]["val/fid"])  # what ddp_spawn hands back
-    fresh = tiny_model(cls, n_chains=2, langevin_steps=2)
+    fresh = tiny_model(cls, n_chains=4, langevin_steps=2)
     assert trainer.lightning_module.state_dict().keys() == fresh.state_dict().keys()  # no metric in checkpoints

@@ -181,13 +181,15 @@ class EBMModule(LightningModule):
         """Log :meth:`evaluate_batch` under ``test/``."""
         self.log_dict({f"test/{k}": v for k, v in self.evaluate_batch(batch).items()}, sync_dist=True)
 
-    @staticmethod
-    def sample_numbers(batch: Any) -> Tensor:
-        """The numbers ``(n,)`` of the samples a predict batch asks for: the batch itself when it is a 1-D integer
-        tensor (the DataModules' predict loaders give indices ``0 … n_predict − 1``, split across ranks), else
-        ``0 … len(batch) − 1``."""
+    def sample_numbers(self, batch: Any) -> Tensor:
+        """This process's numbers ``(n,)`` for the samples a predict batch asks for, ``0, 1, 2, …`` on every rank.
+
+        The DataModules' predict loaders give the indices ``0 … n_predict − 1``, which Lightning deals out to the
+        ranks in turn (rank r gets r, r + W, r + 2W, …), so index i is this rank's sample i // W. A batch that is not a
+        1-D integer tensor is numbered ``0 … len(batch) − 1``.
+        """
         if isinstance(batch, Tensor) and batch.dim() == 1 and not batch.is_floating_point():
-            return batch
+            return batch // self._world_size()
         return torch.arange(batch.shape[0] if isinstance(batch, Tensor) else len(batch))
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:

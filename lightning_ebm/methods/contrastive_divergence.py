@@ -31,8 +31,9 @@ class ContrastiveDivergence(GenerativeConvNet):
     they stopped at every iteration; they are saved in checkpoints for every rank.
 
     :meth:`sample` continues the persistent chains, or (CD-k) runs ``sample_steps`` steps from the kept observed
-    images, each used once; samples beyond those start from ``chain_init`` (a CD model is not expected to sample
-    well from there; see :meth:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet.draw`).
+    images, each used once; more samples than those are refused unless ``fresh_steps`` starts new chains from
+    ``chain_init`` (a CD model is not expected to sample well from there; see
+    :meth:`~lightning_ebm.methods.generative_convnet.GenerativeConvNet.draw`).
 
     Args:
         persistent: keep the chains across updates (PCD) instead of restarting them at the data.

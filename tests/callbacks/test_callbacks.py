@@ -30,7 +30,7 @@ def fit(tmp_path, callbacks, max_steps=3):
 
 
 def test_sample_grid_writes_pngs_every_n_steps_and_at_the_end(tmp_path):
-    fit(tmp_path, [SampleGrid(every_n_steps=2, n_samples=4)], max_steps=3)
+    fit(tmp_path, [SampleGrid(every_n_steps=2, n_samples=2)], max_steps=3)  # one per chain
     written = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
     assert written == ["step_0000000.png", "step_0000002.png", "step_0000003.png"]
     grid = np.asarray(Image.open(tmp_path / "samples" / "step_0000003.png"))
@@ -76,7 +76,7 @@ def test_sample_quality_logs_swd_fid_kid_against_held_out_data(tmp_path):
 
     features = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
     net = partial(ObjectDescriptor, channels=(8,), kernel_sizes=(3,), strides=(2,), n_out=4)
-    model = GenerativeConvNet(net=net, sample_shape=(1, 8, 8), n_chains=4, langevin_steps=2)
+    model = GenerativeConvNet(net=net, sample_shape=(1, 8, 8), n_chains=32, langevin_steps=2)  # 32 samples
     quality = SampleQuality(n_samples=32, metrics=["swd", "fid", "kid"], feature=features)
     trainer = Trainer(
         max_epochs=1,

@@ -4,6 +4,7 @@ import types
 
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
@@ -42,7 +43,24 @@ def test_grids_from_step_0_are_enlarged_captioned_with_the_observed_images_and_t
     np.testing.assert_array_equal(picture[band + 2 : band + 2 + 256, 2 : 2 + 256], observed)
 
     gif = Image.open(samples / "chain.gif")
-    assert gif.n_frames == 4 and min(gif.size) >= 256  # steps 0, 2, 4, 6
+    assert gif.n_frames == 2 and min(gif.size) >= 256  # the persistent chains after training steps 1 and 2
+
+
+def test_the_final_model_s_chains_animated_from_where_its_sampling_starts(tmp_path):
+    from lightning_ebm.methods import ContrastiveDivergence
+
+    trainer = Trainer(max_steps=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    model = tiny_model(ContrastiveDivergence, n_chains=2, langevin_steps=2)
+    with pytest.raises(ValueError, match="keeps none"):  # CD-k restarts its chains at the data
+        ChainAnimation(source="training").setup(trainer, model, "fit")
+    chain = ChainAnimation(n_chains=2, n_steps=6, n_frames=3)  # "auto": the final model's chains for CD-k
+    chain.setup(trainer, model, "fit")
+    model.training_step(torch.rand(2, 1, 16, 16) * 2 - 1, 0)  # keeps the 2 observed images it starts from
+    trainer.strategy.connect(model)
+    path = chain.write(trainer, model)
+    assert path.name == "chain.gif" and Image.open(path).n_frames == 4  # Langevin steps 0, 2, 4, 6
+    first = np.asarray(Image.open(path).convert("L"))
+    assert first.shape[0] >= 256
 
 
 def test_captions_name_the_panels_of_every_method():

@@ -45,10 +45,13 @@ def recipe(name: str, options: str = "") -> list[str]:
 METHODS = {
     "GenerativeConvNet": (
         test_generative_convnet.make_model,
-        # chains from U[-1, 1]: repeated chains stand out as near copies (from zeros, every chain is mostly noise)
-        [*recipe("texture", "--model.chain_init=uniform"), *TINY],
+        # 2 chains, then new ones from U[-1, 1]: repeated chains would stand out as near copies
+        [*recipe("texture", "--model.chain_init=uniform --model.init_args.fresh_steps=3"), *TINY],
     ),
-    "ContrastiveDivergence": (test_contrastive_divergence.make_model, [*recipe("cd_texture"), *TINY]),
+    "ContrastiveDivergence": (
+        test_contrastive_divergence.make_model,
+        [*recipe("cd_texture", "--model.init_args.fresh_steps=3"), *TINY],
+    ),
     "CoopNets": (test_coopnets.make_model, recipe("coopnets_digits", "--model.n_chains=8 --data.batch_size=8")),
     "MultigridMCD": (
         test_multigrid.make_model,
@@ -193,4 +196,6 @@ def test_validate_test_and_predict_through_the_cli(name, fitted):
         assert len(files) == n
         c, h, w = model.sample_shape
         assert np.asarray(Image.open(files[0])).shape == ((h, w) if c == 1 else (h, w, c))
+        with Image.open(folder / "grid_rank0.png") as grid:  # readable at its natural size
+            assert min(grid.size) >= 256
     assert not near_copies(samples), f"{name}: predict gave copies of one sample: {near_copies(samples)}"

@@ -9,6 +9,7 @@ from lightning.pytorch import Trainer
 
 from callbacks import RunCheckpoint
 from datamodules import TextureDataModule
+from lightning_ebm.errors import UsageError
 from lightning_ebm.methods import DivergenceError, GenerativeConvNet
 from tests.conftest import tiny_model
 
@@ -94,10 +95,33 @@ def test_fit_then_sample(tmp_path):
     trainer(tmp_path, 3).fit(model, dm)
     assert model.global_step == 3 and model.chains.initialized
     before = model.chains.get().clone()
-    samples = model.sample(5)
-    assert samples.shape == (5, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    samples = model.sample(3)
+    assert samples.shape == (3, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
     assert torch.equal(model.chains.get(), before)  # sampling does not move the training chains
-    torch.testing.assert_close(model.sample(5), samples)  # and is reproducible
+    torch.testing.assert_close(model.sample(3), samples)  # and is reproducible
+
+
+def test_a_model_has_as_many_samples_as_chains_unless_new_chains_are_asked_for():
+    model = make_model(sample_steps=0, chain_init="uniform")
+    model.training_step(torch.rand(2, 1, 16, 16) * 2 - 1, 0)
+    chains = model.chains.get().clone()
+    torch.testing.assert_close(model.sample(3), chains.clamp(-1, 1))  # the 3 chains, 0 more steps
+    with pytest.raises(UsageError, match=r"has 3 distinct chain\(s\).*4 were asked for.*fresh_steps"):
+        model.sample(4)  # it used to repeat chain 0
+    model.hparams.fresh_steps = 2
+    x = model.sample(6)
+    torch.testing.assert_close(x[:3], chains.clamp(-1, 1))
+    assert not any(torch.allclose(x[i], x[j], atol=0.1) for i in range(6) for j in range(i))
+    still = make_model(langevin_noise=False, fresh_steps=2)  # zeros moved without noise: one sample, not 5
+    with pytest.raises(UsageError, match="would all be one sample"):
+        still.sample(5)
+
+
+def test_predict_numbers_each_rank_s_samples_from_zero():
+    model = make_model()
+    model._world_size = lambda: 2  # rank 1 of 2 gets the indices 1, 3, 5 of n_predict = 6
+    assert model.sample_numbers(torch.tensor([1, 3, 5])).tolist() == [0, 1, 2]
+    assert model.sample_numbers([{"image": 0}, {"image": 1}]).tolist() == [0, 1]
 
 
 def test_load_from_checkpoint_alone(tmp_path):
