@@ -81,3 +81,4 @@ class ImageFolderDataModule(ImageDataModule):
         self.val_set = (
             ImageFiles(self.root, pick(held, paths), pick(held, labels), center, on_corrupt) if held else None
         )
+        self.train_set.check_readable(f"under {self.root}", [self.val_set] if self.val_set is not None else [])

@@ -4,6 +4,7 @@ torchvision is not used: each of its releases pins one torch release, and instal
 build (docs/engineering.md, "Why torchvision and torchaudio are not dependencies").
 """
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,27 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 Mode = Literal["L", "RGB"]
 Scaling = Literal["linear", "minmax"]
 
+_warned_upscaled: set[str] = set()  # the files already named in an upscaling warning by this process
+
+
+class NonFiniteImage(ValueError):
+    """An image file that decodes to NaN or infinite pixel values (a float TIFF, say)."""
+
+
+def warn_upscaled(path: str | Path, width: int, height: int, short_side: int) -> None:
+    """Warn, once per file and process, that the image at ``path`` is smaller than ``short_side`` and gets upscaled."""
+    if min(width, height) >= short_side or str(path) in _warned_upscaled:
+        return
+    _warned_upscaled.add(str(path))
+    factor = short_side / max(1, min(width, height))
+    warnings.warn(
+        f"the image {path} is {width} pixels wide and {height} high, smaller than the {short_side} pixels asked for "
+        f"its shorter side (image_size/resize): it is upscaled {factor:.3g}x and comes out "
+        "blurred (a 1x1 image: flat); remove it or lower image_size",
+        UserWarning,
+        stacklevel=2,
+    )
+
 
 def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> Tensor:
     """Read one image file as ``(C, H, W)`` float32 in ``[0, 1]``, ``C`` = 1 for ``"L"`` and 3 for ``"RGB"``.
@@ -27,6 +49,11 @@ def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> T
     precision (scaled by their type's maximum) instead of being clipped to 8 bits. With ``short_side``, the image is
     resized (bicubic, antialiased) so that its shorter side has that many pixels, and JPEG files are decoded at the
     smallest DCT scale that still allows it (Pillow's ``draft``): several times faster for ImageNet-size files.
+    An image smaller than ``short_side`` is upscaled with a warning (:func:`warn_upscaled`).
+
+    Raises:
+        NonFiniteImage: the file holds NaN or infinite values (a float TIFF), naming it and their count.
+        ValueError: the file cannot be decoded, naming it.
     """
     path = Path(path)
     if not path.is_file():
@@ -34,10 +61,17 @@ def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> T
     try:
         with Image.open(path) as im:
             if short_side is not None:
+                warn_upscaled(path, *im.size, short_side)
                 im.draft(mode, (short_side, short_side))
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array = np.asarray(im, dtype=np.float32)
+                bad = int(array.size - np.isfinite(array).sum())
+                if bad:
+                    raise NonFiniteImage(
+                        f"the image {path} has {bad} non-finite pixel value(s) (NaN or infinity) out of {array.size}: "
+                        "fix the file (replace them with finite values) or remove it"
+                    )
                 if im.mode == "F":
                     top = 1.0
                 elif im.mode.startswith("I;16") or array.max() <= 65535:
@@ -53,6 +87,8 @@ def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> T
                 size = (max(short_side, round(im.width * scale)), max(short_side, round(im.height * scale)))
                 im = im.resize(size, Image.Resampling.BICUBIC)
             array = np.asarray(im, dtype=np.float32) / 255.0
+    except NonFiniteImage:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read {path} as an image ({err}): the file is corrupt or not an image") from err
     tensor = torch.from_numpy(array)

@@ -18,8 +18,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from datamodules.image_io import Mode, Scaling, center_crop, random_crop, read_image, to_unit_range
+from lightning_ebm.errors import UsageError
 
 OnCorrupt = Literal["skip", "fail"]
+
+_named: set[str] = set()  # the skipped files and the notes that this process has warned about (each once)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,11 @@ class ImageFiles(Dataset):
         files: relative paths.
         labels: class index of each file (``-1`` for none).
         transform: what becomes of each decoded image.
-        on_corrupt: an unreadable file is skipped (``"skip"``: the loader drops it, counts it and warns at the end of
-            the epoch) or stops the run with its name (``"fail"``).
+        on_corrupt: an unreadable file is skipped (``"skip"``: the loader drops it, counts it and names it in a
+            warning the first time) or stops the run with its name (``"fail"``).
+
+    An item is ``{"image", "label", "index"}``, plus ``"notes"`` (warnings raised while reading it, such as an
+    upscaled small image, for the loader to show in the main process), or ``{"skipped": path, "reason": error}``.
     """
 
     def __init__(
@@ -103,12 +109,42 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.path(index)
         try:
-            image = self.transform.read(path)
+            with warnings.catch_warnings(record=True) as caught:  # shown by the loader, in the main process
+                warnings.simplefilter("always")
+                image = self.transform.read(path)
         except (OSError, ValueError) as err:
             if self.on_corrupt == "fail":
                 raise ValueError(f"{err} (set on_corrupt='skip' to skip unreadable files instead)") from err
-            return {"skipped": str(path)}
-        return {"image": image, "label": int(self.labels[index]), "index": index}
+            return {"skipped": str(path), "reason": str(err)}
+        item = {"image": image, "label": int(self.labels[index]), "index": index}
+        if caught:
+            item["notes"] = [str(w.message) for w in caught]
+        return item
+
+    def check_readable(self, where: str, others: Sequence["ImageFiles"] = (), probe: int = 256) -> None:
+        """Refuse a set of which no file can be read, before any training: read files (of this set, then of
+        ``others``) until one can be; give up after ``probe`` unreadable ones (the loader then refuses at the first
+        pass that yields nothing).
+
+        Raises:
+            UsageError: none of the files can be read, naming ``where``, their number and the first error.
+        """
+        sets = [self, *others]
+        total = sum(len(s) for s in sets)
+        first = None
+        for k, (files, index) in enumerate((s, i) for s in sets for i in range(len(s))):
+            if k == probe:
+                return
+            try:
+                files.transform.read(files.path(index))
+                return
+            except (OSError, ValueError) as err:
+                first = first or err
+        if first is not None:
+            raise UsageError(
+                f"none of the {total} image files {where} could be read (the first: {first}): replace them or point "
+                "at a folder of readable images"
+            )
 
 
 class ArrayImages(Dataset):
@@ -140,10 +176,13 @@ class ArrayImages(Dataset):
 
 
 def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate dict items, setting aside the files that could not be read under ``"skipped"``."""
+    """Collate dict items, setting aside the files that could not be read under ``"skipped"`` (``(path, reason)``
+    pairs) and the warnings raised while reading the others under ``"notes"``."""
     kept = [item for item in items if "skipped" not in item]
+    notes = [note for item in kept for note in item.pop("notes", ())]
     batch = default_collate(kept) if kept else {}
-    batch["skipped"] = [item["skipped"] for item in items if "skipped" in item]
+    batch["skipped"] = [(item["skipped"], item.get("reason", "")) for item in items if "skipped" in item]
+    batch["notes"] = notes
     return batch
 
 
@@ -210,8 +249,11 @@ class _Dropping(Sampler[int]):
 class ImageLoader(DataLoader):
     """A DataLoader of :func:`collate_images` batches that drops unreadable files and reports them.
 
-    At the end of each pass it warns with the number of files skipped and the first of their names; a batch whose
-    files were all unreadable is left out. Nothing stops mid-epoch because of one bad file.
+    The first time a file is skipped it warns, naming the file, why, and how many files this loader has skipped so
+    far (once per file and process, in the main process; under DDP each rank names the files of its shard); a batch
+    whose files were all unreadable is left out. Nothing stops mid-epoch because of one bad file, but a pass in which no
+    file at all could be read is refused (:class:`UsageError`), instead of an endless run of empty epochs.
+    Warnings raised while reading a file (an upscaled small image) are shown once each, also in the main process.
 
     Args:
         dataset: the images.
@@ -225,7 +267,8 @@ class ImageLoader(DataLoader):
         kwargs.setdefault("collate_fn", collate_images)
         super().__init__(dataset, **kwargs)
         self.skip_batches = skip_batches
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []  # the files skipped in the current (or last) pass
+        self._reasons: dict[str, str] = {}  # every file skipped by this loader: why
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = []
@@ -235,18 +278,47 @@ class ImageLoader(DataLoader):
         inner = batch_sampler.sampler if skip and batch_sampler is not None else None
         if inner is not None:
             batch_sampler.sampler = _Dropping(inner, skip * batch_sampler.batch_size)
+        yielded = False
         try:
             for batch in super().__iter__():
-                self.skipped += batch.pop("skipped", [])
+                self._report(batch.pop("skipped", []), batch.pop("notes", []))
                 if batch:  # empty when every file of the batch was unreadable
+                    yielded = True
                     yield batch
         finally:
             if inner is not None:
                 batch_sampler.sampler = inner
-        if self.skipped:
-            shown = ", ".join(self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image file(s) in this pass over the data: {shown}. "
-                "Remove or replace them, or set on_corrupt='fail' to stop at the first one.",
-                stacklevel=2,
+        if not yielded and self.skipped:
+            raise UsageError(
+                f"this pass over the data could read none of its {len(self.skipped)} image files{_where(self.dataset)} "
+                f"(the first: {self._reasons[self.skipped[0]]}): replace them or point at a folder of readable images"
             )
+
+    def _report(self, skipped: list[tuple[str, str]], notes: list[str]) -> None:
+        """Warn about each file skipped and each note for the first time (the warning fires as the batch arrives,
+        so it is shown even when Lightning abandons the pass after its last batch)."""
+        for path, reason in skipped:
+            self.skipped.append(path)
+            if path in self._reasons:
+                continue
+            self._reasons[path] = reason if path in reason else f"{path}: {reason}"
+            if path in _named:  # another loader of this process (a callback's) named it already
+                continue
+            _named.add(path)
+            warnings.warn(
+                f"skipped {len(self._reasons)} unreadable image file(s) so far; the latest: {self._reasons[path]}. "
+                "Remove or replace them, or set on_corrupt='fail' to stop at the first one.",
+                UserWarning,
+                stacklevel=3,
+            )
+        for note in notes:
+            if note not in _named:
+                _named.add(note)
+                warnings.warn(note, UserWarning, stacklevel=3)
+
+
+def _where(dataset: Any) -> str:
+    """``" under <root>"`` for a dataset of files (through its wrappers), else ``""``."""
+    while not isinstance(dataset, ImageFiles) and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return f" under {dataset.root}" if isinstance(dataset, ImageFiles) else ""

@@ -25,6 +25,7 @@ from datamodules.image_io import (
     read_image,
     resize_short_side,
     to_unit_range,
+    warn_upscaled,
 )
 
 TEXTURE_NAMES = ("brick", "grass", "gravel")
@@ -166,6 +167,8 @@ class TextureDataModule(LightningDataModule):
         files = [f for entry in entries for f in resolve_texture(entry)]
         loaded = [read_image(f, mode) for f in files]
         if image_size is not None:
+            for f, x in zip(files, loaded):
+                warn_upscaled(f, x.shape[-1], x.shape[-2], image_size)
             loaded = [resize_short_side(x, image_size) for x in loaded]
         if crop_size is not None:
             for f, x in zip(files, loaded):

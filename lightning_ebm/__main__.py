@@ -58,7 +58,7 @@ def check_packages() -> None:
 
 def cli_main(args: Sequence[str] | None = None) -> int:
     """Run the command line; ``args`` replaces ``sys.argv[1:]`` (for notebooks and tests). Returns the exit status."""
-    from lightning_ebm.argv import PROGRAM_ENV, precheck, program
+    from lightning_ebm.argv import PROGRAM_ENV, precheck, program, without_untrained
     from lightning_ebm.errors import UsageError
 
     argv = list(sys.argv[1:] if args is None else args)
@@ -90,7 +90,7 @@ def cli_main(args: Sequence[str] | None = None) -> int:
         else:
             from lightning_ebm.cli import run
 
-            run(argv)
+            run([command, *without_untrained(argv[1:])])  # --ckpt_path none: an untrained model, asked for
     except UsageError as err:
         if os.environ.get("LIGHTNING_EBM_DEBUG"):
             raise

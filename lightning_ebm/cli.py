@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.plugins.io import CheckpointIO
 
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
@@ -29,6 +30,7 @@ import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model
 from callbacks import MetricCurves, RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
 from lightning_ebm.argv import CKPT_KEYWORDS, check_ckpt_path, flag_value, program
+from lightning_ebm.checkpoint_io import AtomicCheckpointIO, newest_intact, remove_partial_saves
 from lightning_ebm.errors import UsageError, condense, parser_error
 from lightning_ebm.lightning_private import drop_wandb_anonymous, split_cli_hparams, subcommand_parsers
 from lightning_ebm.methods.base import EBMModule
@@ -95,6 +97,20 @@ def quiet() -> None:
 
 def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name``, or ``parent/name-2``, ``-3``, ... if it exists: ``mkdir`` without
+    ``exist_ok`` is atomic, so runs started in the same second never share a directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1, 10_000):
+        path = parent / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise UsageError(f"{parent} holds 10,000 runs named {name}: choose another --trainer.default_root_dir")
 
 
 def _rank_zero_process() -> bool:
@@ -175,6 +191,16 @@ def with_csv_logger(loggers: Any, run_dir: Path) -> Any:
         return loggers
     used = (run_dir / "csv").is_dir() and any((run_dir / "csv").iterdir())
     return [*listed, CSVLogger(run_dir, name="", version=f"csv-{_stamp()}" if used else "csv")]
+
+
+def with_atomic_checkpoints(plugins: Any, strategy: Any) -> Any:
+    """The trainer's ``plugins`` with :class:`~lightning_ebm.checkpoint_io.AtomicCheckpointIO` added, unless a
+    checkpoint plugin is configured or the strategy writes sharded checkpoints its own way (FSDP, DeepSpeed)."""
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    sharded = isinstance(strategy, str) and ("fsdp" in strategy or "deepspeed" in strategy)
+    if sharded or any(isinstance(p, CheckpointIO) for p in listed):
+        return plugins
+    return [*listed, AtomicCheckpointIO()]
 
 
 class RunConfig(SaveConfigCallback):
@@ -323,15 +349,19 @@ class EBMCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-            cause = err
-            while cause.__cause__ is not None:
-                cause = cause.__cause__
-            tb = cause.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            if tb is not None and "jsonargparse" in tb.tb_frame.f_code.co_filename:
-                raise UsageError(condense(str(cause))) from err
-            raise UsageError(str(cause)) from cause
+            # the outermost error that jsonargparse did not raise is the class's own, with the message it meant
+            # (a deeper cause, such as Pillow's "image file is truncated", would lose the file's name)
+            chain = [err]
+            while chain[-1].__cause__ is not None and len(chain) < 50:
+                chain.append(chain[-1].__cause__)
+            for cause in chain:
+                tb = cause.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next
+                raised_by_parser = tb is not None and "jsonargparse" in tb.tb_frame.f_code.co_filename
+                if not raised_by_parser and not type(cause).__module__.startswith("jsonargparse"):
+                    raise UsageError(str(cause)) from cause
+            raise UsageError(condense(str(chain[-1]))) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, with a CSVLogger beside the configured loggers (:func:`with_csv_logger`),
@@ -346,6 +376,7 @@ class EBMCLI(LightningCLI):
             given = [*given, StepProgressBar()]
         trainer["callbacks"] = given
         trainer["logger"] = with_csv_logger(trainer.get("logger"), self.run_dir)
+        trainer["plugins"] = with_atomic_checkpoints(trainer.get("plugins"), trainer.get("strategy"))
         built = super().instantiate_trainer(**kwargs)
         for logger in built.loggers:
             if isinstance(logger, WandbLogger):
@@ -366,7 +397,8 @@ class EBMCLI(LightningCLI):
         return str(config.model.class_path).rsplit(".", 1)[-1].lower()
 
     def _run_dir(self, config: Any) -> Path:
-        """Where this run writes; the same for every process of one run (see :class:`EBMCLI`)."""
+        """Where this run writes; the same for every process of one run (see :class:`EBMCLI`). A new directory is
+        created here, atomically: runs started at the same moment each get their own."""
         if os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])
         root = Path(config.trainer.default_root_dir or "runs")
@@ -374,15 +406,14 @@ class EBMCLI(LightningCLI):
         ckpt = config.get("ckpt_path")
         if self.subcommand != "fit":
             if ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
-                return Path(ckpt).parent.parent / f"{self.subcommand}-{_stamp()}"
-            return root / recipe / f"{self.subcommand}-{_stamp()}"
+                return _new_dir(Path(ckpt).parent.parent, f"{self.subcommand}-{_stamp()}")
+            return _new_dir(root / recipe, f"{self.subcommand}-{_stamp()}")
         if ckpt == "last":
-            lasts = sorted(root.glob(f"{recipe}/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-            if lasts:
-                return lasts[-1].parent.parent
+            saved = sorted(root.glob(f"{recipe}/*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+            if saved:
+                return saved[-1].parent.parent
             warnings.warn(
-                f"--ckpt_path last: no {root}/{recipe}/*/checkpoints/last.ckpt yet; starting a new run",
-                stacklevel=2,
+                f"--ckpt_path last: no {root}/{recipe}/*/checkpoints/*.ckpt yet; starting a new run", stacklevel=2
             )
         elif ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
             return Path(ckpt).parent.parent  # a run's own checkpoint: the run continues in its directory
@@ -390,18 +421,30 @@ class EBMCLI(LightningCLI):
         if job and job != "none":
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
             return root / recipe / (f"job-{job}" + (f"-{task}" if task else ""))
-        run_dir = root / recipe / _stamp()
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = root / recipe / f"{_stamp()}-{suffix}"
-        return run_dir
+        return _new_dir(root / recipe, _stamp())
+
+    def _resume_from(self, config: Any, run_dir: Path) -> None:
+        """Before a resume in ``run_dir``: remove what interrupted saves left, and read ``--ckpt_path last`` as the
+        newest checkpoint of the run that loads (``last.ckpt``, or a newer or intact periodic one)."""
+        folder = run_dir / "checkpoints"
+        remove_partial_saves(folder)
+        if config.get("ckpt_path") != "last" or not folder.is_dir():
+            return
+        newest = newest_intact(folder)
+        if newest is None:
+            raise UsageError(
+                f"--ckpt_path last: no checkpoint in {folder} can be read (all truncated or corrupt); start a new run "
+                "without --ckpt_path, or give another run's checkpoint"
+            )
+        config.ckpt_path = str(newest)
 
     def before_instantiate_classes(self) -> None:
         """Point the trainer, the checkpoints and the loggers at the run directory, and say where it is."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         launcher = RUN_DIR_ENV not in os.environ and _rank_zero_process()
         run_dir = self._run_dir(config)
+        if self.subcommand == "fit" and config.get("ckpt_path") and _rank_zero_process():
+            self._resume_from(config, run_dir)
         os.environ[RUN_DIR_ENV] = str(run_dir)
         self.run_dir = run_dir
         config.trainer.default_root_dir = str(run_dir)
@@ -509,9 +552,15 @@ def run(args: Sequence[str] | None = None) -> EBMCLI:
 
 
 def _remove_unless_checkpointed(run_dir: Path) -> None:
-    """Remove the run directory of a refused command, unless it holds a checkpoint (a resumed run's own folder)."""
+    """Remove the run directory of a refused command, unless it holds a checkpoint (a resumed run's own folder), and
+    the recipe and root folders above it if that leaves them empty."""
     if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.ckpt")):
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in (run_dir.parent, run_dir.parent.parent):
+            try:
+                parent.rmdir()  # only an empty folder
+            except OSError:
+                break
 
 
 def _finish_wandb(failed: bool) -> None:

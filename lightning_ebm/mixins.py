@@ -97,9 +97,14 @@ class LangevinMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if langevin_steps < 0 or langevin_step_size < 0 or langevin_sigma <= 0:
+        if langevin_step_size <= 0:
             raise ValueError(
-                f"Langevin needs langevin_steps >= 0, langevin_step_size >= 0 and langevin_sigma > 0; got "
+                f"langevin_step_size={langevin_step_size}: Langevin needs a step size δ > 0 (δ = 0 leaves the chains "
+                "where they start); give --model.langevin_step_size such as 0.0046"
+            )
+        if langevin_steps < 0 or langevin_sigma <= 0:
+            raise ValueError(
+                f"Langevin needs langevin_steps >= 0, langevin_step_size > 0 and langevin_sigma > 0; got "
                 f"{langevin_steps}, {langevin_step_size}, {langevin_sigma}"
             )
         self.save_hyperparameters(
@@ -180,9 +185,14 @@ class GeneratorMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if generator_steps < 0 or generator_step_size < 0 or generator_sigma <= 0:
+        if generator_step_size <= 0:
             raise ValueError(
-                f"latent Langevin needs generator_steps >= 0, generator_step_size >= 0 and generator_sigma > 0; got "
+                f"generator_step_size={generator_step_size}: latent Langevin needs a step size δ > 0 (δ = 0 leaves "
+                "the latent chains where they start); give --model.generator_step_size such as 0.1"
+            )
+        if generator_steps < 0 or generator_sigma <= 0:
+            raise ValueError(
+                f"latent Langevin needs generator_steps >= 0, generator_step_size > 0 and generator_sigma > 0; got "
                 f"{generator_steps}, {generator_step_size}, {generator_sigma}"
             )
         self.save_hyperparameters(

@@ -8,6 +8,7 @@ The command line is built from :func:`visualize`'s signature, so it takes ``--co
 from pathlib import Path
 from typing import Literal
 
+from lightning_ebm.argv import read_configs
 from lightning_ebm.errors import UsageError, parser_error
 
 DESCRIPTION = """Sample a node of a trained classifier or descriptor, p(x) ∝ exp(f_node(x)) N(x; 0, σ²I), by HMC or
@@ -70,6 +71,12 @@ def visualize(
     Returns:
         The PNG written (with ``node=list``: the checkpoint's path, after printing the nodes).
     """
+    if n < 1:
+        raise UsageError(f"--n {n}: the number of samples must be at least 1")
+    if steps < 0:
+        raise UsageError(f"--steps {steps}: the number of sampler steps cannot be negative (0 shows the starts)")
+    if leapfrog_steps < 1:
+        raise UsageError(f"--leapfrog_steps {leapfrog_steps}: an HMC iteration needs at least 1 leapfrog step")
     model = load_model(ckpt_path).eval()  # first: a missing file is refused before torch is imported
     import torch
 
@@ -122,6 +129,7 @@ def main(args: list[str], prog: str) -> Path:
                 super().error(message, ex)
             parser_error(self, message, ex)
 
+    read_configs(args)  # a config file that is no YAML: named with its line, before the parser's long message
     parser = Parser(prog=f"{prog} visualize", description=DESCRIPTION)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
     parser.add_function_arguments(visualize, as_group=False)

@@ -12,8 +12,14 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from lightning_ebm.errors import suggest
-from lightning_ebm.lightning_private import attached_trainer, cli_hparams, has_cli_instantiator, step_without_counting
+from lightning_ebm.errors import UsageError, suggest
+from lightning_ebm.lightning_private import (
+    attached_trainer,
+    cli_hparams,
+    has_cli_instantiator,
+    split_cli_hparams,
+    step_without_counting,
+)
 from lightning_ebm.samplers.banks import Bank
 
 
@@ -117,6 +123,7 @@ class EBMModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
+        check_sample_shape(sample_shape)
         super().__init__()
         self.save_hyperparameters()
         check_choices(type(self), self.hparams)
@@ -320,8 +327,40 @@ class EBMModule(LightningModule):
         if hparams is not None and not has_cli_instantiator(hparams):
             checkpoint["hyper_parameters"] = portable_hparams(type(self), hparams)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's, but a checkpoint of another method is refused with a :class:`ValueError` naming both classes
+        (Lightning says the class "was blocked to prevent arbitrary code execution")."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except ValueError:
+            try:
+                checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+                stored, _ = split_cli_hparams(checkpoint.get("hyper_parameters") or {})
+            except Exception:
+                stored = None
+            if stored is not None and not _is_subclass(stored, cls):
+                name = stored.rsplit(".", 1)[-1]
+                raise ValueError(
+                    f"{checkpoint_path} holds a {name} model, not a {cls.__name__}: load it with "
+                    f"{name}.load_from_checkpoint (from {stored.rsplit('.', 1)[0]})"
+                ) from None
+            raise
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Give this rank its banks and noise generator back, and note the checkpoint's step."""
+        """Give this rank its banks and noise generator back, and note the checkpoint's step; a checkpoint of another
+        method is refused (:class:`UsageError`) before its weights are loaded."""
+        stored, _ = split_cli_hparams(checkpoint.get("hyper_parameters") or {})
+        if stored is not None and not _is_subclass(stored, type(self)) and not _is_base(stored, type(self)):
+            name, asked = stored.rsplit(".", 1)[-1], type(self).__name__
+            trainer = attached_trainer(self)
+            source = (
+                f"--ckpt_path {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+            )
+            raise UsageError(
+                f"{source} holds a {name} model; the config asks for {asked}: drop --config/--model, or give a "
+                f"{asked} checkpoint"
+            )
         self.checkpoint_step = int(checkpoint.get("global_step", 0))
         state = checkpoint.get("ebm_state")
         if not state:
@@ -335,6 +374,42 @@ class EBMModule(LightningModule):
             # a copy: set_state of a row view (a non-zero storage offset) crashed rank 1 with a segfault on resume
             self._saved_rng_state = states[rank].clone()
             self._rng = None
+
+
+MAX_CHANNELS = 16
+"""The most channels a sample's first axis may have: more means a shape without its channel axis, ``(32, 32)``, or
+with it last, ``(64, 64, 3)``."""
+
+
+def check_sample_shape(sample_shape: Any) -> None:
+    """Refuse a ``sample_shape`` that is not ``(C, H, W)`` or ``(C, T)`` of positive integers (at most
+    :data:`MAX_CHANNELS` channels), naming it.
+
+    Raises:
+        ValueError: naming the value and the shape to give.
+    """
+    shape = tuple(sample_shape) if isinstance(sample_shape, Sequence) and not isinstance(sample_shape, str) else ()
+    ints = all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    if len(shape) not in (2, 3) or not ints or shape[0] > MAX_CHANNELS:
+        raise ValueError(
+            f"sample_shape={sample_shape!r}: one sample's shape must be (C, H, W) for images or (C, T) for audio, "
+            f"positive integers with the channels first (at most {MAX_CHANNELS}): (1, 32, 32), not (32, 32)"
+        )
+
+
+def _is_subclass(class_path: str, cls: type) -> bool:
+    """Whether the class at ``class_path`` is ``cls`` or a subclass of it (``False`` when it does not import)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(found, type) and issubclass(found, cls)
+
+
+def _is_base(class_path: str, cls: type) -> bool:
+    """Whether ``cls`` derives from the class at ``class_path`` (a checkpoint of the method ``cls`` refines)."""
+    return any(f"{k.__module__}.{k.__qualname__}" == class_path for k in cls.__mro__)
 
 
 def _import_path(obj: Any) -> str:
