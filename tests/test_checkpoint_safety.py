@@ -21,7 +21,7 @@ SCRIPT = Path(sys.executable).parent / "lightning-ebm"
 # A child process that runs the real command line with its N-th checkpoint save slowed down: torch.save writes a few
 # bytes, then waits, as a save to slow storage does, so that the test can kill it inside that save.
 SLOW_SAVE = """
-import sys, time, torch
+import os, sys, time, torch
 real, calls = torch.save, []
 def slow(obj, f, *args, **kwargs):
     if ".partial-" not in str(getattr(f, "name", "")):  # not a checkpoint file
@@ -30,6 +30,7 @@ def slow(obj, f, *args, **kwargs):
     if len(calls) == int(sys.argv[1]):
         f.write(b"PK partial")
         f.flush()
+        open(os.environ["SLOW_SAVE_STARTED"], "w").write(f.name)  # the test kills the process now
         time.sleep(120)
     return real(obj, f, *args, **kwargs)
 torch.save = slow
@@ -62,7 +63,9 @@ def files_in(folder: Path) -> list[Path]:
 def kill_inside_save(args: list[str], nth_save: int, cwd: Path, tmpdir: Path) -> Path:
     """Run ``lightning-ebm <args>`` slowed at its ``nth_save``-th ``torch.save``, SIGKILL it inside that save; returns
     the partial file it was writing."""
+    started = cwd / "slow-save-started"
     env = {**os.environ, "TMPDIR": str(tmpdir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env["SLOW_SAVE_STARTED"] = str(started)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_SAVE, str(nth_save), *args],
@@ -75,11 +78,10 @@ def kill_inside_save(args: list[str], nth_save: int, cwd: Path, tmpdir: Path) ->
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            partial = [p for p in cwd.rglob(f"*{TEMP_MARK}*") if p.stat().st_size > 0]
-            if partial:
+            if started.is_file() and started.read_text():
                 child.send_signal(signal.SIGKILL)
                 child.wait(30)
-                return partial[0]
+                return Path(started.read_text())
             if child.poll() is not None:
                 pytest.fail(f"the run ended before its save number {nth_save}: {child.stderr.read()[-2000:]}")
             time.sleep(0.02)
