@@ -28,13 +28,18 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def init_options(class_path: str) -> list[str]:
-    """The keyword arguments that ``class_path``'s constructor takes, its mixins' included (best effort)."""
+def imported(class_path: str) -> Any:
+    """The object that ``"package.module.Name"`` names, or ``None`` when it does not import."""
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(__import__(module, fromlist=[name]), name)
+        return getattr(__import__(module, fromlist=[name]), name)
     except (ImportError, AttributeError, ValueError):
-        return []
+        return None
+
+
+def init_options(class_path: str) -> list[str]:
+    """The keyword arguments that ``class_path``'s constructor takes, its mixins' included (best effort)."""
+    cls = imported(class_path)
     names: list[str] = []
     for klass in getattr(cls, "__mro__", ()):
         init = klass.__dict__.get("__init__")

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from lightning_ebm.errors import UsageError, suggest
+from lightning_ebm.errors import UsageError, imported, suggest
 from lightning_ebm.lightning_private import (
     attached_trainer,
     cli_hparams,
@@ -399,11 +399,7 @@ def check_sample_shape(sample_shape: Any) -> None:
 
 def _is_subclass(class_path: str, cls: type) -> bool:
     """Whether the class at ``class_path`` is ``cls`` or a subclass of it (``False`` when it does not import)."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        found = getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
+    found = imported(class_path)
     return isinstance(found, type) and issubclass(found, cls)
 
 
