@@ -102,8 +102,16 @@ class AudioDataModule(ResumableData):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if sample_rate < 1 or clip_length < 1:
-            raise ValueError(f"sample_rate and clip_length must be >= 1, got {sample_rate} and {clip_length}")
+        for name, value in (
+            ("sample_rate", sample_rate),
+            ("clip_length", clip_length),
+            ("batch_size", batch_size),
+            ("n_predict", n_predict),
+        ):
+            if value < 1:
+                raise ValueError(f"AudioDataModule needs {name} >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"AudioDataModule needs num_workers >= 0, got {num_workers}")
         files = self._files(root)
         clips, padded, dropped = [], 0, 0
         for path in files:

@@ -158,6 +158,8 @@ class TextureDataModule(LightningDataModule):
             ("batches_per_epoch", batches_per_epoch),
             ("n_predict", n_predict),
             ("n_val", n_val),
+            ("image_size", 1 if image_size is None else image_size),
+            ("crop_size", 1 if crop_size is None else crop_size),
         ):
             if value < 1:
                 raise ValueError(f"TextureDataModule needs {name} >= 1, got {value}")

@@ -8,6 +8,7 @@ traceback; ``LIGHTNING_EBM_DEBUG=1`` shows it), 1 when training fails.
 
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,7 +104,28 @@ def cli_main(args: Sequence[str] | None = None) -> int:
             raise
         print(f"{prog} {command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as err:
+        if os.environ.get("LIGHTNING_EBM_DEBUG") or not out_of_memory(err):
+            raise
+        print(f"{prog} {command}: {out_of_memory(err)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def out_of_memory(err: BaseException) -> str:
+    """One line for an allocation that failed (CPU or GPU) and what to lower, or ``""`` for another error."""
+    text = str(err)
+    cpu = "can't allocate memory" in text or isinstance(err, MemoryError)
+    gpu = type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    if not (cpu or gpu):
+        return ""
+    tried = re.search(r"(?:you tried to allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+))", text)
+    size = "" if tried is None else f" ({int(tried[1]) / 2**30:,.1f} GiB asked for)" if tried[1] else f" ({tried[2]})"
+    where = "GPU memory" if gpu else "memory"
+    return (
+        f"out of {where}{size}: lower --data.batch_size, --model.n_chains or the image size (or use more devices); "
+        "the run's last checkpoint, if it has one, is intact (--ckpt_path last resumes it)"
+    )
 
 
 def main() -> None:

@@ -81,7 +81,8 @@ def read_configs(args: Sequence[str]) -> list[object]:
     the parser).
 
     Raises:
-        UsageError: a file that is no valid YAML, naming the file, the line and the column.
+        UsageError: a file that is no valid YAML, naming the file, the line and the column; a file that holds no
+            mapping (empty, or a list).
     """
     contents = []
     for given in config_files(args):
@@ -95,6 +96,12 @@ def read_configs(args: Sequence[str]) -> list[object]:
             where = f"{given}:{mark.line + 1}:{mark.column + 1}" if mark is not None else given
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise UsageError(f"--config {where}: not valid YAML ({problem}); fix the file at that line") from err
+        if not isinstance(contents[-1], dict):
+            held = "nothing" if contents[-1] is None else f"a {type(contents[-1]).__name__}"
+            raise UsageError(
+                f"--config {given}: holds {held}, not a mapping of sections (model:, data:, trainer:, ...); "
+                "see a shipped recipe: lightning-ebm fit --config texture --print_config"
+            )
     return contents
 
 

@@ -10,12 +10,15 @@ of either.
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightning_ebm.errors import UsageError
 
 TEMP_MARK = ".partial-"
 """Temporary checkpoint files are named ``.<name>.partial-<pid>`` in the checkpoint's own folder."""
@@ -105,3 +108,28 @@ def newest_intact(folder: str | Path) -> Path | None:
             stacklevel=2,
         )
     return None
+
+
+def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, Any]:
+    """The Lightning checkpoint at ``path``, loaded on the CPU with ``weights_only``.
+
+    Raises:
+        UsageError: one line naming ``flag`` and the file, when it is no whole torch file (truncated by an interrupted
+            copy, or another kind of file) or a torch file that is not a Lightning checkpoint.
+    """
+    if not zipfile.is_zipfile(path):
+        raise UsageError(
+            f"{flag} {path}: not a whole checkpoint (torch writes a zip archive; this file is truncated, by an "
+            "interrupted copy or save, or another kind of file): give another checkpoint, such as --ckpt_path last"
+        )
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{flag} {path}: not a readable checkpoint ({first})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UsageError(
+            f"{flag} {path}: a torch file but not a Lightning checkpoint (it holds no 'state_dict'): give a run's "
+            "checkpoints/*.ckpt, or load these weights in Python"
+        )
+    return checkpoint

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
@@ -23,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
@@ -30,10 +30,10 @@ import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model
 from callbacks import MetricCurves, RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
 from lightning_ebm.argv import CKPT_KEYWORDS, check_ckpt_path, flag_value, program
-from lightning_ebm.checkpoint_io import AtomicCheckpointIO, newest_intact, remove_partial_saves
-from lightning_ebm.errors import UsageError, condense, parser_error
+from lightning_ebm.checkpoint_io import AtomicCheckpointIO, newest_intact, read_checkpoint, remove_partial_saves
+from lightning_ebm.errors import UsageError, condense, imported, parser_error
 from lightning_ebm.lightning_private import drop_wandb_anonymous, split_cli_hparams, subcommand_parsers
-from lightning_ebm.methods.base import EBMModule
+from lightning_ebm.methods.base import EBMModule, refuse_other_method
 from lightning_ebm.slurm import SlurmJob
 
 RUN_DIR_ENV = "LIGHTNING_EBM_RUN_DIR"
@@ -258,6 +258,9 @@ class EBMCLI(LightningCLI):
     help_as: tuple[str, str] | None = None
     """``(prog, description)`` for the subcommands' help instead of Lightning's (``submit`` parses as ``fit``)."""
 
+    _ckpt_method: str | None = None
+    """The method (class path) that the ``--ckpt_path`` file records, if it records one."""
+
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         quiet()
         self._started = time.monotonic()
@@ -307,7 +310,12 @@ class EBMCLI(LightningCLI):
         ckpt_path = flag_value(raw, "--ckpt_path")
         if subcommand and ckpt_path and ckpt_path not in CKPT_KEYWORDS:
             self._ckpt_defaults(subcommand, ckpt_path)
-        self.config = parser.parse_args(raw)
+        try:
+            self.config = parser.parse_args(raw)
+        except Exception as err:
+            if not type(err).__module__.startswith("omegaconf"):
+                raise
+            raise UsageError(_interpolation_error(err)) from err
 
     def _ckpt_defaults(self, subcommand: str, ckpt_path: str) -> None:
         """Use the checkpoint's model and data hyper-parameters as defaults under the user's configs and flags.
@@ -318,16 +326,14 @@ class EBMCLI(LightningCLI):
         it is turned off below.)
         """
         check_ckpt_path(ckpt_path)
-        try:
-            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        except Exception as err:  # a truncated file, or not a checkpoint at all
-            raise UsageError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({err})") from err
+        checkpoint = read_checkpoint(ckpt_path)
         defaults = {}
         for key, stored in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
             class_path, hparams = split_cli_hparams(checkpoint.get(stored) or {})
             hparams.pop("sample_shape", None)  # a link target: it comes from the data
             if class_path is not None:
                 defaults[key] = {"class_path": class_path, "init_args": hparams}
+        self._ckpt_method = defaults.get("model", {}).get("class_path")
         if defaults:
             subcommand_parsers(self)[subcommand].set_defaults(defaults)
 
@@ -377,7 +383,16 @@ class EBMCLI(LightningCLI):
         trainer["callbacks"] = given
         trainer["logger"] = with_csv_logger(trainer.get("logger"), self.run_dir)
         trainer["plugins"] = with_atomic_checkpoints(trainer.get("plugins"), trainer.get("strategy"))
-        built = super().instantiate_trainer(**kwargs)
+        interval = trainer.get("val_check_interval")
+        if interval is not None and not isinstance(interval, bool) and interval <= 0:  # Lightning divides by it
+            raise UsageError(
+                f"--trainer.val_check_interval={interval}: must be above 0 (a fraction of an epoch, or a number of "
+                "steps); to validate never, give --trainer.limit_val_batches=0"
+            )
+        try:
+            built = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:
+            raise UsageError(_trainer_error(err)) from err
         for logger in built.loggers:
             if isinstance(logger, WandbLogger):
                 drop_wandb_anonymous(logger)
@@ -442,7 +457,17 @@ class EBMCLI(LightningCLI):
         """Point the trainer, the checkpoints and the loggers at the run directory, and say where it is."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         launcher = RUN_DIR_ENV not in os.environ and _rank_zero_process()
-        run_dir = self._run_dir(config)
+        asked = imported(str(config.model.class_path)) if config.get("model") else None
+        if self._ckpt_method is not None and isinstance(asked, type):  # before any folder is made
+            refuse_other_method(self._ckpt_method, asked, f"--ckpt_path {config.get('ckpt_path')}")
+        try:
+            run_dir = self._run_dir(config)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(
+                f"--trainer.default_root_dir {config.trainer.default_root_dir}: cannot make the run directory "
+                f"{err.filename or ''} ({err.strerror or err}): give a folder you can write to"
+            ) from err
         if self.subcommand == "fit" and config.get("ckpt_path") and _rank_zero_process():
             self._resume_from(config, run_dir)
         os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -531,6 +556,22 @@ class EBMCLI(LightningCLI):
     after_validate = after_test = after_predict = after_fit
 
 
+def _interpolation_error(err: Exception) -> str:
+    """One line for an omegaconf error in a config's ``${...}`` interpolation, naming the option it sets."""
+    key = str(getattr(err, "full_key", "") or "")
+    key = re.sub(r"\.init_args\b", "", key.split(".", 1)[1] if key.split(".", 1)[0] in SUBCOMMANDS else key)
+    message = str(getattr(err, "msg", "") or err).strip().splitlines()[0]
+    return f"--{key}: {message}; fix that ${{...}} interpolation in the config" if key else f"{message} (a config)"
+
+
+def _trainer_error(err: Exception) -> str:
+    """One line for a Trainer setting that Lightning refuses (``MisconfigurationException``)."""
+    message = str(err).strip().splitlines()[0]
+    if "gpu backend" in message.lower() or "accelerator is not available" in message:
+        message += " (torch here sees no GPU: give --trainer.accelerator=cpu, or auto)"
+    return f"the trainer settings: {message}"
+
+
 def run(args: Sequence[str] | None = None) -> EBMCLI:
     """Run ``fit``, ``validate``, ``test`` or ``predict`` from a command line (``None``: ``sys.argv``); the CLI object
     holds the trainer, model and data afterwards (for tests and notebooks)."""
@@ -543,6 +584,9 @@ def run(args: Sequence[str] | None = None) -> EBMCLI:
     except UsageError:  # refused once the run had started (too many samples asked for, no held-out data)
         refused = None if inherited else os.environ.get(RUN_DIR_ENV)
         raise
+    except MisconfigurationException as err:  # a setting Lightning refuses once the run has started
+        refused = None if inherited else os.environ.get(RUN_DIR_ENV)
+        raise UsageError(_trainer_error(err)) from err
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -58,6 +58,59 @@ _NOT_ACCEPTED = re.compile(r"Option '(\w+)' is not accepted")
 _PARSER_KEY = re.compile(r'Parser key "([\w.]+)":\s*(.*)')
 
 
+_CLASS_REPR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_GIVEN = re.compile(r"^\s*Given value: (.*)$", re.MULTILINE)
+_SUBTYPES = re.compile(r"Subtypes: \[(.*)\]")
+_CLASS_CHOICES = {
+    "model": ("lightning_ebm.methods", "lightning_ebm.methods.base.EBMModule"),
+    "data": ("datamodules", "lightning.pytorch.LightningDataModule"),
+    "trainer.callbacks": ("callbacks", "lightning.pytorch.callbacks.Callback"),
+}
+
+
+def _no_such_class(key: str, value: str) -> str:
+    """``--model NoSuchMethod: no class of that name; ...``: the classes that ``key`` takes by name, the closest."""
+    package, base_path = _CLASS_CHOICES[key]
+    module, base = imported(f"{package}.__all__"), imported(base_path)
+    names = [
+        name
+        for name in module or []
+        if isinstance(cls := imported(f"{package}.{name}"), type) and issubclass(cls, base) and cls is not base
+    ]
+    what = "a class path (package.module.Class)" + (f" or one of {', '.join(names)}" if names else "")
+    return f"--{key} {value}: no class of that name; give {what}{suggest(value, names)}"
+
+
+def _split_top(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
+def _alternatives(subtypes: str) -> str:
+    """jsonargparse's ``Subtypes: [...]`` in words: ``bool or int``, ``one of 16-mixed, 32-true, ... or null``."""
+    values: list[str] = []
+    kinds: list[str] = []
+    for subtype in _split_top(subtypes):
+        literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", subtype)
+        named = _CLASS_REPR.fullmatch(subtype)
+        if literal:
+            values += [v.strip().strip("'\"") for v in _split_top(literal.group(1)) if v.strip()]
+        elif named:
+            kinds.append("null" if named.group(1) == "NoneType" else named.group(1))
+        else:
+            kinds.append(subtype)
+    unique = list(dict.fromkeys(values))
+    words = ([f"one of {', '.join(unique)}"] if unique else []) + kinds
+    return " or ".join(words)
+
+
 def condense(message: str, options: Iterable[str] = ()) -> str:
     """One line out of a jsonargparse error message; ``options`` are the parser's option strings (for suggestions).
 
@@ -77,13 +130,26 @@ def condense(message: str, options: Iterable[str] = ()) -> str:
         if bad:
             option = bad.group(1)
             return f"{where}.{option}: {name} takes no option {option!r}{suggest(option, init_options(class_path))}"
+        nested = condense(text[problem.start(2) :].split("\n    - ", 1)[0]) if _PARSER_KEY.match(detail) else ""
+        if nested.startswith("--") and key:  # an option of the class: --model.langevin_steps=1.5: expected int
+            return f"{where}.{nested[2:]}"
         return f"{where} ({name}): {detail}"
     if text.startswith("unrecognized arguments:"):
         given = text.split(":", 1)[1].split()
         flag = given[0].split("=", 1)[0] if given else ""
         return f"unrecognized option {' '.join(given)}{suggest(flag, options)}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    given = _GIVEN.search(text)
+    if key and given and "Expected a path but" in text and key.group(1) in _CLASS_CHOICES:
+        return _no_such_class(key.group(1), given.group(1).strip())
+    subtypes = _SUBTYPES.search(text)
+    if key and given and subtypes:
+        return f"--{key.group(1)}={given.group(1).strip()}: expected {_alternatives(subtypes.group(1))}"
     if key:
         detail = key.group(2) or next((line for line in lines[1:] if not line.startswith("Given value")), "")
+        detail = _CLASS_REPR.sub(r"\1", detail)
+        got = re.fullmatch(r"Expected an? (.+?)\. Got value: (.*)", detail)
+        if got:
+            return f"--{key.group(1)}={got.group(2)}: expected {got.group(1)}"
         return f"--{key.group(1)}: {detail}"
     return lines[0] if lines else "invalid arguments"

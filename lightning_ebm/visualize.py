@@ -25,14 +25,10 @@ def load_model(ckpt_path: str | Path):  # -> EBMModule (torch is imported only h
     path = Path(ckpt_path)
     if not path.is_file():  # before importing torch: refused at once
         raise UsageError(f"--ckpt_path {path}: no such file (give a .ckpt file, such as a run's checkpoints/last.ckpt)")
-    import torch
-
+    from lightning_ebm.checkpoint_io import read_checkpoint
     from lightning_ebm.lightning_private import split_cli_hparams
 
-    try:
-        hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
-    except Exception as err:
-        raise UsageError(f"--ckpt_path {path}: not a readable checkpoint ({err})") from err
+    hparams = read_checkpoint(path).get("hyper_parameters") or {}
     class_path, _ = split_cli_hparams(hparams)
     if class_path is None:
         raise UsageError(f"--ckpt_path {path}: it does not say which method wrote it (not a lightning_ebm checkpoint?)")

@@ -1,9 +1,7 @@
-"""Bad data is refused or reported, naming the file: unreadable folders, unreadable files among good ones, truncated
-files, NaN pixels, images smaller than the size asked for."""
+"""Bad data at the unit level: a pass that reads no file, a skipped file named when skipped, NaN pixels, small images
+warned once per file. What the command line says of each is in the catalogue, :mod:`tests.test_bad_inputs`."""
 
 import itertools
-import os
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -15,21 +13,6 @@ from datamodules import ImageFolderDataModule, TextureDataModule
 from datamodules.image_io import NonFiniteImage, read_image
 from datamodules.loading import ImageFiles, ImageLoader, ImageTransform
 from lightning_ebm.errors import UsageError
-from tests.test_console import SCRIPT
-
-
-def console(*args: str, cwd: Path, timeout: int = 90) -> subprocess.CompletedProcess:
-    """``lightning-ebm <args>`` in a fresh process; a hang fails the test after ``timeout`` seconds."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "LIGHTNING_EBM_"))}
-    env["NETRC"] = str(cwd / "no-netrc")
-    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def error_line(out: subprocess.CompletedProcess) -> str:
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and lines, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr, out.stderr[-3000:]
-    return lines[-1]
 
 
 def faces(folder: Path, n: int, size: int = 40) -> None:
@@ -37,24 +20,6 @@ def faces(folder: Path, n: int, size: int = 40) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"g{i}.png")
-
-
-FIT_FACES = ["fit", "--config", "abp_faces", "--config", "debug", "--data", "ImageFolderDataModule"]
-FACES_ARGS = ["--data.image_size=32", "--data.num_workers=0", "--model.generator_steps=1"]
-
-
-def test_a_folder_of_unreadable_files_is_refused_before_training(tmp_path):
-    for i in range(4):
-        (tmp_path / "bad").mkdir(exist_ok=True)
-        (tmp_path / "bad" / f"f{i}.png").write_text("x\n")
-    out = console(
-        *FIT_FACES, f"--data.root={tmp_path / 'bad'}", *FACES_ARGS, "--data.batch_size=4", "--data.val_fraction=0.25",
-        cwd=tmp_path, timeout=60,
-    )  # fmt: skip
-    line = error_line(out)
-    assert f"none of the 4 image files under {tmp_path / 'bad'} could be read" in line
-    assert "cannot read" in line and "f0.png" in line
-    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
 def test_a_pass_that_reads_no_file_is_refused_instead_of_looping(tmp_path):
@@ -82,29 +47,6 @@ def test_a_skipped_file_is_named_when_skipped_even_if_the_pass_is_abandoned(tmp_
         warnings.simplefilter("error")
         list(loader)  # once per file: the second pass says nothing again
     assert loader.skipped == [str(tmp_path / "fake.png")]
-
-
-def test_fit_names_a_skipped_file_once(tmp_path):
-    faces(tmp_path / "mix", 8)
-    (tmp_path / "mix" / "fake.png").write_text("x\n")
-    out = console(
-        *FIT_FACES, f"--data.root={tmp_path / 'mix'}", *FACES_ARGS, "--data.batch_size=2", "--trainer.max_steps=12",
-        "--trainer.callbacks=[]",  # SampleGrid reads a whole pass of its own, which warned even before the fix
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    named = [line for line in out.stderr.splitlines() if "fake.png" in line]
-    assert len(named) == 1 and "skipped 1 unreadable image file(s)" in named[0], out.stderr[-3000:]
-
-
-def test_a_truncated_texture_is_refused_with_the_projects_message(tmp_path):
-    rng = np.random.default_rng(0)
-    good = tmp_path / "good.jpg"
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good, quality=95)
-    (tmp_path / "tex").mkdir()
-    (tmp_path / "tex" / "bad.jpg").write_bytes(good.read_bytes()[:3000])
-    line = error_line(console("fit", "--config", "texture", f"--data.textures={tmp_path / 'tex'}", cwd=tmp_path))
-    assert f"cannot read {tmp_path / 'tex' / 'bad.jpg'} as an image" in line and "corrupt" in line
 
 
 def test_nan_pixels_are_refused_when_read_naming_the_file_and_count(tmp_path):

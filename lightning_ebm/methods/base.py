@@ -128,7 +128,7 @@ class EBMModule(LightningModule):
         self.save_hyperparameters()
         check_choices(type(self), self.hparams)
         self.sample_shape = tuple(int(s) for s in sample_shape)
-        self.optimizer = optimizer
+        self.optimizer = check_optimizer("optimizer", optimizer)
         self.lr_scheduler = lr_scheduler
         self._rng: torch.Generator | None = None
         self._saved_rng_state: Tensor | None = None
@@ -351,16 +351,9 @@ class EBMModule(LightningModule):
         """Give this rank its banks and noise generator back, and note the checkpoint's step; a checkpoint of another
         method is refused (:class:`UsageError`) before its weights are loaded."""
         stored, _ = split_cli_hparams(checkpoint.get("hyper_parameters") or {})
-        if stored is not None and not _is_subclass(stored, type(self)) and not _is_base(stored, type(self)):
-            name, asked = stored.rsplit(".", 1)[-1], type(self).__name__
-            trainer = attached_trainer(self)
-            source = (
-                f"--ckpt_path {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
-            )
-            raise UsageError(
-                f"{source} holds a {name} model; the config asks for {asked}: drop --config/--model, or give a "
-                f"{asked} checkpoint"
-            )
+        trainer = attached_trainer(self)
+        source = f"--ckpt_path {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        refuse_other_method(stored, type(self), source)
         self.checkpoint_step = int(checkpoint.get("global_step", 0))
         state = checkpoint.get("ebm_state")
         if not state:
@@ -394,6 +387,35 @@ def check_sample_shape(sample_shape: Any) -> None:
         raise ValueError(
             f"sample_shape={sample_shape!r}: one sample's shape must be (C, H, W) for images or (C, T) for audio, "
             f"positive integers with the channels first (at most {MAX_CHANNELS}): (1, 32, 32), not (32, 32)"
+        )
+
+
+def check_optimizer(name: str, build: OptimizerCallable) -> OptimizerCallable:
+    """``build`` (an optimiser class or callable of the parameters), once tried on a dummy parameter, so that a bad
+    setting such as a negative learning rate is refused when the model is built, not when training starts.
+
+    Raises:
+        ValueError: ``"<name>: <the optimiser's complaint>"``.
+    """
+    try:
+        build([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}: {err} (set --model.{name}.init_args, e.g. lr, to a valid value)") from err
+    return build
+
+
+def refuse_other_method(stored: str | None, cls: type, source: str) -> None:
+    """Refuse a checkpoint whose recorded method ``stored`` (a class path) is neither ``cls``, a subclass of it, nor
+    a method ``cls`` refines; ``source`` names the checkpoint in the message.
+
+    Raises:
+        UsageError: naming both methods and what to do.
+    """
+    if stored is not None and not _is_subclass(stored, cls) and not _is_base(stored, cls):
+        name, asked = stored.rsplit(".", 1)[-1], cls.__name__
+        raise UsageError(
+            f"{source} holds a {name} model; the config asks for {asked}: drop --config/--model, or give a "
+            f"{asked} checkpoint"
         )
 
 

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_ebm.methods.base import EBMModule
+from lightning_ebm.methods.base import EBMModule, check_optimizer
 from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
 from lightning_ebm.nets.descriptors import DescriptorFactory, ObjectDescriptor, build_descriptor
 from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
@@ -65,7 +65,7 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         self.automatic_optimization = False
         self.descriptor = build_descriptor(descriptor, self.sample_shape)
         self.generator = generator(self.sample_shape)
-        self.generator_optimizer = generator_optimizer
+        self.generator_optimizer = check_optimizer("generator_optimizer", generator_optimizer)
         self.generator_lr_scheduler = generator_lr_scheduler
 
     # ----------------------------------------------------------------------------------------------- model
