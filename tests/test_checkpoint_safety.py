@@ -20,24 +20,36 @@ from tests.test_ddp import DDP, run_ddp
 
 SCRIPT = Path(sys.executable).parent / "lightning-ebm"
 
-# A child process that runs the real command line with its N-th checkpoint save slowed down: torch.save writes a few
-# bytes, then waits, as a save to slow storage does, so that the test can kill it inside that save.
-SLOW_SAVE = """
+# The real command line, stopped for a SIGKILL at a chosen checkpoint save: "inside" the KILL_AT_SAVE-th save of rank 0
+# (a few bytes written, then a wait, as on slow storage), or "after" it (the file committed, the run about to go on).
+# A script file, not `python -c`: Lightning's DDP launcher starts rank 1 as `python <sys.argv[0]> <sys.argv[1:]>`.
+KILL_POINT = """
 import os, sys, time, torch
-real, calls = torch.save, []
-def slow(obj, f, *args, **kwargs):
-    if ".partial-" not in str(getattr(f, "name", "")):  # not a checkpoint file
-        return real(obj, f, *args, **kwargs)
-    calls.append(1)
-    if len(calls) == int(sys.argv[1]):
-        f.write(b"PK partial")
-        f.flush()
-        open(os.environ["SLOW_SAVE_STARTED"], "w").write(f.name)  # the test kills the process now
-        time.sleep(120)
-    return real(obj, f, *args, **kwargs)
-torch.save = slow
+from lightning_ebm.checkpoint_io import TEMP_MARK
+NTH, MOMENT, SIGNAL_FILE = int(os.environ["KILL_AT_SAVE"]), os.environ["KILL_MOMENT"], os.environ["KILL_SIGNAL_FILE"]
+real_save, real_replace, saves = torch.save, os.replace, []
+def ours(name):  # a checkpoint file being written by rank 0 (the only rank that writes them)
+    return TEMP_MARK in name and os.environ.get("LOCAL_RANK", "0") == "0"
+def wait_for_the_kill(name):
+    with open(SIGNAL_FILE, "w") as f:
+        f.write(name)
+    time.sleep(600)
+def save(obj, f, *args, **kwargs):
+    name = str(getattr(f, "name", ""))
+    if ours(name):
+        saves.append(name)
+        if len(saves) == NTH and MOMENT == "inside":
+            f.write(b"PK partial")
+            f.flush()
+            wait_for_the_kill(name)
+    return real_save(obj, f, *args, **kwargs)
+def replace(src, dst):
+    real_replace(src, dst)
+    if ours(str(src)) and len(saves) == NTH and MOMENT == "after":
+        wait_for_the_kill(str(dst))
+torch.save, os.replace = save, replace
 from lightning_ebm.__main__ import cli_main
-sys.exit(cli_main(sys.argv[2:]))
+sys.exit(cli_main())
 """
 
 
@@ -63,38 +75,6 @@ def console(*args: str) -> None:
 def files_in(folder: Path) -> list[Path]:
     """The files under ``folder`` (wandb leaves empty folders in the temp folder)."""
     return [p for p in folder.rglob("*") if p.is_file()]
-
-
-def kill_inside_save(args: list[str], nth_save: int, cwd: Path, tmpdir: Path) -> Path:
-    """Run ``lightning-ebm <args>`` slowed at its ``nth_save``-th ``torch.save``, SIGKILL it inside that save; returns
-    the partial file it was writing."""
-    started = cwd / "slow-save-started"
-    env = {**os.environ, "TMPDIR": str(tmpdir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env["SLOW_SAVE_STARTED"] = str(started)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SAVE, str(nth_save), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            if started.is_file() and started.read_text():
-                child.send_signal(signal.SIGKILL)
-                child.wait(30)
-                return Path(started.read_text())
-            if child.poll() is not None:
-                pytest.fail(f"the run ended before its save number {nth_save}: {child.stderr.read()[-2000:]}")
-            time.sleep(0.02)
-        pytest.fail("no save started within 120 s")
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(30)
 
 
 def test_a_kill_inside_a_save_keeps_the_previous_file_and_leaves_nothing_in_tmpdir(tmp_path, other_fs_tmp):
@@ -155,22 +135,42 @@ def assert_same(a: dict, b: dict) -> None:
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), key
 
 
-def test_killed_inside_a_save_with_tmpdir_elsewhere_resumes_to_the_same_state(tmp_path, other_fs_tmp):
-    """6 steps straight equal 6 steps killed inside the step-4 save (TMPDIR on a tmpfs) and resumed with ``last``."""
-    args = ["fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=6", "--seed_everything=3"]
-    console(*args, f"--trainer.default_root_dir={tmp_path / 'straight'}")  # all three runs in fresh processes
-    (straight,) = run_dirs(tmp_path / "straight")
+SIX_STEPS = ["fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--trainer.max_steps=6", "--seed_everything=3"]
 
-    root = tmp_path / "killed"
-    tmpdir = other_fs_tmp
-    # saves: the two files of step 2, then the first of step 4, killed inside
-    partial = kill_inside_save([*args, f"--trainer.default_root_dir={root}"], 3, tmp_path, tmpdir)
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> dict:
+    """The final state of ``SIX_STEPS`` run without a stop, in a fresh process."""
+    root = tmp_path_factory.mktemp("straight")
+    console(*SIX_STEPS, f"--trainer.default_root_dir={root}")
     (run,) = run_dirs(root)
-    assert partial.parent == run / "checkpoints" and not files_in(tmpdir)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    console(*args, "--ckpt_path", "last", f"--trainer.default_root_dir={root}")
+    return final_state(run)
+
+
+# The debug preset saves every 2 steps, each save two files: epoch=…-step=N.ckpt, then last.ckpt.
+@pytest.mark.parametrize(
+    ("nth_save", "moment", "resumes_from"),
+    [
+        (3, "inside", 2),  # inside step 4's first file: last.ckpt is step 2's
+        (3, "after", 4),  # step 4's periodic file whole, last.ckpt still step 2's: the newest intact file is step 4's
+        (4, "after", 4),  # between saves: step 4 wholly saved, killed before step 5
+    ],
+    ids=["inside-a-save", "between-the-two-files-of-a-save", "between-saves"],
+)
+def test_killed_run_resumes_with_last_to_the_state_of_an_uninterrupted_one(
+    tmp_path, other_fs_tmp, straight_run, nth_save, moment, resumes_from
+):
+    """6 steps straight equal 6 steps SIGKILLed at a chosen moment (TMPDIR on a tmpfs) and resumed with ``last``."""
+    root = tmp_path / "killed"
+    touched = kill_at_save([*SIX_STEPS, f"--trainer.default_root_dir={root}"], nth_save, moment, tmp_path, other_fs_tmp)
+    (run,) = run_dirs(root)
+    assert touched.parent == run / "checkpoints" and not files_in(other_fs_tmp)
+    newest = newest_intact(run / "checkpoints")
+    assert torch.load(newest, weights_only=True)["global_step"] == resumes_from
+    console(*SIX_STEPS, "--ckpt_path", "last", f"--trainer.default_root_dir={root}")
+    assert run_dirs(root) == [run]  # continued in its own directory
     assert not list((run / "checkpoints").glob(f"*{TEMP_MARK}*"))  # removed at the next start
-    assert_same(final_state(run), final_state(straight))
+    assert_same(final_state(run), straight_run)
 
 
 def test_last_is_the_newest_intact_checkpoint_of_the_run(tmp_path):
@@ -221,28 +221,6 @@ def test_runs_started_at_once_each_get_their_own_directory_and_wandb_id(tmp_path
     assert len(wandb_ids) == 4
 
 
-# SLOW_SAVE as a script file: Lightning's DDP launcher starts rank 1 as `python <sys.argv[0]> <sys.argv[1:]>`, so the
-# command line must be the CLI's own (`fit ...`) and the number of the save to slow comes from the environment. Only
-# rank 0 writes checkpoints; rank 1 runs the same file unslowed.
-SLOW_SAVE_SCRIPT = """
-import os, sys, time, torch
-real, calls = torch.save, []
-def slow(obj, f, *args, **kwargs):
-    if ".partial-" not in str(getattr(f, "name", "")) or os.environ.get("LOCAL_RANK", "0") != "0":
-        return real(obj, f, *args, **kwargs)
-    calls.append(1)
-    if len(calls) == int(os.environ["SLOW_SAVE_NTH"]):
-        f.write(b"PK partial")
-        f.flush()
-        open(os.environ["SLOW_SAVE_STARTED"], "w").write(f.name)  # the test kills the job now
-        time.sleep(600)
-    return real(obj, f, *args, **kwargs)
-torch.save = slow
-from lightning_ebm.__main__ import cli_main
-sys.exit(cli_main())
-"""
-
-
 def living_members(group: int) -> list[int]:
     """The processes of process group ``group`` that are not dead (zombies, which no one may reap here, are dead)."""
     found = []
@@ -256,36 +234,41 @@ def living_members(group: int) -> list[int]:
     return found
 
 
-def kill_ddp_inside_save(args: list[str], nth_save: int, cwd: Path, tmpdir: Path) -> Path:
-    """Run a 2-process CPU DDP ``fit <args>`` with rank 0 slowed at its ``nth_save``-th checkpoint save; SIGKILL the
-    whole job (launcher and worker) inside that save; returns the partial file rank 0 was writing."""
-    script = cwd / "slow_save.py"
-    script.write_text(SLOW_SAVE_SCRIPT)
-    started, log = cwd / "slow-save-started", cwd / "killed-run.log"
-    env = {**os.environ, "TMPDIR": str(tmpdir), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    env.update(SLOW_SAVE_NTH=str(nth_save), SLOW_SAVE_STARTED=str(started))
+def kill_at_save(args: list[str], nth_save: int, moment: str, cwd: Path, tmpdir: Path, processes: int = 1) -> Path:
+    """Run ``lightning-ebm <args>`` (``processes`` of them, for DDP) and SIGKILL the whole job ``moment`` ("inside"
+    or "after") rank 0's ``nth_save``-th checkpoint save; returns the file that save was writing or had written."""
+    script = cwd / "kill_point.py"
+    script.write_text(KILL_POINT)
+    signal_file, log = cwd / "kill-now", cwd / "killed-run.log"
+    env = {**os.environ, "TMPDIR": str(tmpdir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.update(KILL_AT_SAVE=str(nth_save), KILL_MOMENT=moment, KILL_SIGNAL_FILE=str(signal_file))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env.pop("LIGHTNING_EBM_RUN_DIR", None)
-    cmd = [sys.executable, str(script), "fit", "--config", DEBUG, "--config", DDP, *args]
-    cmd += ["--trainer.accelerator=cpu", "--trainer.devices=2"]
     with open(log, "w") as stderr:
-        job = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        job = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: the launcher and the ranks it starts
+        )
     try:
         deadline = time.monotonic() + 240
-        while not (started.is_file() and started.read_text()):
+        while not (signal_file.is_file() and signal_file.read_text()):
             if job.poll() is not None:
                 pytest.fail(f"the run ended before its save number {nth_save}: {log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("no save started within 240 s")
+                pytest.fail(f"no save number {nth_save} within 240 s")
             time.sleep(0.02)
-        assert len(living_members(job.pid)) >= 2  # the launcher (rank 0) and the worker it started (rank 1)
+        assert len(living_members(job.pid)) >= processes  # for DDP: the launcher (rank 0) and the rank it started
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(30)
         deadline = time.monotonic() + 30
         while living_members(job.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not living_members(job.pid), "a process of the killed job survived"
-        return Path(started.read_text())
+        return Path(signal_file.read_text())
     finally:
         if living_members(job.pid):
             with contextlib.suppress(ProcessLookupError):
@@ -307,7 +290,8 @@ def test_ddp_job_killed_inside_a_save_resumes_to_the_same_state(tmp_path, other_
     root = tmp_path / "killed"
     tmpdir = other_fs_tmp
     # rank 0's saves: the two files of step 2, then the first of step 4, killed inside
-    partial = kill_ddp_inside_save([*args, f"--trainer.default_root_dir={root}"], 3, tmp_path, tmpdir)
+    ddp = ["fit", "--config", DEBUG, "--config", DDP, *args, "--trainer.accelerator=cpu", "--trainer.devices=2"]
+    partial = kill_at_save([*ddp, f"--trainer.default_root_dir={root}"], 3, "inside", tmp_path, tmpdir, 2)
     (run,) = run_dirs(root)
     assert partial.parent == run / "checkpoints" and partial.is_file() and not files_in(tmpdir)
     assert partial.name.startswith(".epoch=") and f"-step=4.ckpt{TEMP_MARK}" in partial.name
