@@ -49,6 +49,19 @@ class GradNormTracker:
         return torch.stack(self.norms).mean() if self.norms else torch.zeros((), device=device)
 
 
+def diagnostics(f_data: Tensor, f_sample: Tensor, tracker: GradNormTracker | None) -> dict[str, Tensor]:
+    """The step output that ``callbacks.EnergyMonitor`` logs: the mean score of the observed batch and of the
+    synthesized one (``f_data``, ``f_sample``: the ``(B,)`` scores, averaged) and ``grad_norm`` from ``tracker``;
+    nothing on a step without a tracker (one that logs nothing, see ``EBMModule.logs_this_step``)."""
+    if tracker is None:
+        return {}
+    return {
+        "f_data": f_data.mean().detach(),
+        "f_sample": f_sample.mean().detach(),
+        "grad_norm": tracker.mean(f_data.device),
+    }
+
+
 class AcceptanceTracker:
     """An HMC ``callback`` that keeps the last iteration's mean acceptance probability and step size: what
     :class:`HMCMixin` reports (to the logger in a training loop, on the console in ``visualize``)."""

@@ -1,9 +1,11 @@
-"""A callback for the DDP test: every rank writes what it holds at the end of training."""
+"""Callbacks that observe a run for the tests: what every rank holds at the end (DDP), the indices trained on, the
+values a training step reads back from the device."""
 
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_ebm.samplers import LatentBank
 
@@ -67,3 +69,39 @@ class RequeueProbe(Callback):
         if trainer.is_global_zero:
             (Path(trainer.default_root_dir) / "progress.txt").write_text(str(trainer.global_step))
         time.sleep(self.seconds)
+
+
+class SyncProbe(Callback):
+    """Count, per training step, the values read back from the device (``aten._local_scalar_dense``: ``.item()``,
+    ``bool(tensor)``, ``.tolist()``) inside the method's ``training_step``: ``self.reads[step]``. The optimisers'
+    step counters are left out: torch keeps them on the CPU (unless ``capturable``), so reading them waits for
+    nothing."""
+
+    def __init__(self) -> None:
+        self.reads: dict[int, int] = {}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        step, probe = pl_module.training_step, self
+
+        def counted(*args, **kwargs):
+            with _ScalarReads(trainer) as reads:
+                out = step(*args, **kwargs)
+            probe.reads[pl_module.global_step - (0 if pl_module.automatic_optimization else 1)] = reads.count
+            return out
+
+        pl_module.training_step = counted
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module.training_step  # the class's own again
+
+
+class _ScalarReads(TorchDispatchMode):
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.trainer, self.count = trainer, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            counters = [s["step"] for opt in self.trainer.optimizers for s in opt.state.values() if "step" in s]
+            self.count += not any(args[0] is c for c in counters)
+        return func(*args, **(kwargs or {}))

@@ -80,6 +80,7 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
         self.generator = generator(self.sample_shape)
         self.observation = None if observation is None else observation(self.sample_shape)
         self.latents = LatentBank(self.generator.latent_shape, latent_init, seed=torch.initial_seed() % 2**31)
+        self._reserved = False  # the bank holds every training example's latent: no bounds read back per step
 
     # ----------------------------------------------------------------------------------------------- model
     def generate(self, z: Tensor) -> Tensor:
@@ -134,21 +135,38 @@ class AlternatingBackprop(GeneratorMixin, EBMModule):
             )
         index = batch["index"]
         _, y, mask = self._observed(batch)
-        z = self.infer_latent(y, self.latents.get(index), mask=mask, g=self.observed_generate)
+        z = self.infer_latent(y, self.latents.get(index, checked=self._reserved), mask=mask, g=self.observed_generate)
         residual = self.masked_residual(y, z, mask)
         loss = self._loss(residual)
         self.check_finite(loss, "the generator loss")
         self._store(index, z)
-        observed = y.numel() if mask is None else mask.expand_as(y).sum()
-        error = residual.detach().pow(2).sum() / observed
-        self.log_dict({"train/loss": loss, "train/recon_error": error}, prog_bar=True)
+        if self.logs_this_step():
+            observed = y.numel() if mask is None else mask.expand_as(y).sum()
+            error = residual.detach().pow(2).sum() / observed
+            self.log_dict({"train/loss": loss, "train/recon_error": error}, prog_bar=True)
         return loss
+
+    def on_train_start(self) -> None:
+        """Make room in the bank for every training example now (the batches' ``index`` is the position in the
+        training set), so that no training step reads the indices back from the device to grow it."""
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        try:
+            size = len(dataset)
+        except TypeError:  # a set of unknown size: the bank grows as indices come, checking each batch
+            return
+        self.latents.reserve(size)
+        self._reserved = True
+
+    def on_train_end(self) -> None:
+        """Back to checked indices outside training (see :meth:`on_train_start`)."""
+        super().on_train_end()
+        self._reserved = False
 
     def _store(self, index: Tensor, z: Tensor) -> None:
         """Keep every process's new latents (gathered under DDP) for the next epoch."""
         if self._world_size() > 1:
             index, z = self.all_gather(index).flatten(0, 1), self.all_gather(z).flatten(0, 1)
-        self.latents.set(index, z)
+        self.latents.set(index, z, checked=self._reserved)
 
     def evaluate_batch(self, batch: Any) -> dict[str, Tensor]:
         """:meth:`evaluate` with the batch's mask when it has one."""

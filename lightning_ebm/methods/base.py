@@ -132,6 +132,7 @@ class EBMModule(LightningModule):
         self.lr_scheduler = lr_scheduler
         self._rng: torch.Generator | None = None
         self._saved_rng_state: Tensor | None = None
+        self._first_nonfinite: dict[str, Tensor] = {}  # what -> first step it was not finite (-1: never), on device
         self.checkpoint_step: int | None = None
         """The training step of the checkpoint this model was loaded from (``validate``/``test``/``predict`` report
         it; Lightning restores the trainer's step only for ``fit``)."""
@@ -278,28 +279,87 @@ class EBMModule(LightningModule):
         g.manual_seed(self._rank_seed(1 + salt + 1_000 * self.global_step))
         return g
 
+    # ------------------------------------------------------------------------------------ diagnostics, logs
+    def logs_this_step(self) -> bool:
+        """Whether the training step being run is one whose metrics reach the logger: every
+        ``trainer.log_every_n_steps`` steps (the steps Lightning writes), or always outside a Trainer.
+
+        Methods log their training metrics, and measure the diagnostics that only feed them (the gradient norm along
+        the chains), on these steps only: on the other steps ``self.log`` would do its bookkeeping for values that no
+        logger receives, and a progress bar showing them would read them back from the device every step.
+        """
+        trainer = attached_trainer(self)
+        if trainer is None:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and (trainer.global_step + 1) % every == 0
+
+    def log_train(self, values: Mapping[str, Tensor], **kwargs: Any) -> None:
+        """``log_dict(values, **kwargs)`` on the steps of :meth:`logs_this_step`."""
+        if self.logs_this_step():
+            self.log_dict(dict(values), **kwargs)
+
     # ---------------------------------------------------------------------------------------- divergence
     def check_finite(self, value: Tensor, what: str) -> None:
-        """Raise :class:`DivergenceError` naming the step and the settings to lower if ``value`` is not finite."""
-        if bool(torch.isfinite(value).all()):
+        """Stop with a :class:`DivergenceError` naming the step and the settings to lower if ``value`` is not finite.
+
+        Inside the training loop the check stays on the device: it records the first step at which ``what`` was not
+        finite and returns without waiting for the device (a host synchronisation every check would stall a GPU's
+        queue several times per iteration). :meth:`verify_finite` raises for what was recorded, once per logging
+        interval and before every checkpoint is written, so nothing non-finite is ever saved. Elsewhere (sampling a
+        loaded model, ``predict``, ``visualize``) it raises at once.
+        """
+        trainer = attached_trainer(self)
+        if trainer is None or not trainer.training:
+            if not bool(torch.isfinite(value).all()):
+                self.verify_finite()  # an earlier training step that diverged is the cause to name
+                raise self._divergence(what, self.global_step)
             return
+        bad = ~torch.isfinite(value.detach()).all()
+        first = self._first_nonfinite.get(what)
+        if first is None or first.device != bad.device:
+            first = torch.full((), -1, dtype=torch.long, device=bad.device)
+        self._first_nonfinite[what] = torch.where(bad & (first < 0), self.global_step, first)
+
+    def verify_finite(self) -> None:
+        """Raise the :class:`DivergenceError` of the earliest non-finite value :meth:`check_finite` recorded in the
+        training loop (one host synchronisation)."""
+        if not self._first_nonfinite:
+            return
+        steps = torch.stack([t.cpu() for t in self._first_nonfinite.values()]).tolist()
+        found = [(step, what) for step, what in zip(steps, self._first_nonfinite) if step >= 0]
+        if found:
+            step, what = min(found, key=lambda pair: pair[0])  # the first recorded of the earliest step
+            raise self._divergence(what, step)
+
+    def _divergence(self, what: str, step: int) -> "DivergenceError":
         settings = {k: v for k, v in self.hparams.items() if "step_size" in k or k.endswith("sigma")}
         if attached_trainer(self) is not None:
             for i, opt in enumerate(self.trainer.optimizers):
                 settings[f"lr[{i}]" if len(self.trainer.optimizers) > 1 else "lr"] = opt.param_groups[0]["lr"]
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-        raise DivergenceError(
-            f"{what} became NaN or infinite at training step {self.global_step}. Training stopped before "
+        return DivergenceError(
+            f"{what} became NaN or infinite at training step {step}. Training stopped before "
             f"saving this state, so the last checkpoint is the last good one. Lower the Langevin step size or "
             f"the learning rate (now {shown}), or use more Langevin steps, then resume with "
             "`fit --ckpt_path last` and the lowered values."
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Stop before a non-finite gradient reaches the weights."""
+        """Record a non-finite gradient (see :meth:`check_finite`)."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             self.check_finite(torch.nn.utils.get_total_norm(grads), "the parameter gradient")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop a diverged run once per logging interval, not only at the next checkpoint (see :meth:`check_finite`)."""
+        every = self.trainer.log_every_n_steps
+        if every > 0 and self.trainer.global_step % every == 0:
+            self.verify_finite()
+
+    def on_train_end(self) -> None:
+        """Stop with what the last steps recorded, if they diverged."""
+        self.verify_finite()
 
     # ------------------------------------------------------------------------------------ checkpointing
     def _banks(self) -> dict[str, Bank]:
@@ -316,6 +376,7 @@ class EBMModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save every rank's banks and noise generator; make the hyper-parameters loadable without pickles."""
+        self.verify_finite()  # nothing non-finite is saved
         state: dict[str, Any] = {"world_size": self._world_size()}
         for name, bank in self._banks().items():
             value = bank.rank_state()

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule, check_optimizer
-from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin
+from lightning_ebm.mixins import GeneratorMixin, GradNormTracker, LangevinMixin, diagnostics
 from lightning_ebm.nets.descriptors import DescriptorFactory, ObjectDescriptor, build_descriptor
 from lightning_ebm.nets.generators import GeneratorFactory, SceneGenerator
 
@@ -102,17 +102,20 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
         """One iteration of MCMC teaching (see the class docstring)."""
         x = self.images(batch)
         z = self.latents(self.hparams.n_chains, self.rng)
-        with torch.no_grad():
-            proposal = self.generate(z)
-        tracker = GradNormTracker()
+        # One generator forward serves both the proposal and the generator's loss when z stays as drawn (the papers'
+        # MCMC teaching); inferring z (generator_steps > 0) moves it, and the loss then needs g at the new z.
+        infer = self.hparams.generator_steps > 0
+        with torch.set_grad_enabled(not infer):
+            generated = self.generate(z)
+        proposal = generated.detach()
+        tracker = GradNormTracker() if self.logs_this_step() else None
         revised = self.langevin(proposal, callback=tracker)
-        if self.hparams.generator_steps > 0:
+        if infer:
             z = self.infer_latent(revised, z)
+            generated = self.generate(z)
         f_data, f_sample = self.score(x), self.score(revised)
         descriptor_loss = f_sample.mean() - f_data.mean()
-        generator_loss = (revised - self.generate(z)).pow(2).flatten(1).sum(1).mean() / (
-            2 * self.hparams.generator_sigma**2
-        )
+        generator_loss = (revised - generated).pow(2).flatten(1).sum(1).mean() / (2 * self.hparams.generator_sigma**2)
         self.check_finite(descriptor_loss, "the descriptor loss")
         self.check_finite(generator_loss, "the generator loss")
 
@@ -120,16 +123,14 @@ class CoopNets(LangevinMixin, GeneratorMixin, EBMModule):
             descriptor_loss + generator_loss, (self.hparams.descriptor_clip_val, self.hparams.generator_clip_val)
         )
 
+        if tracker is None:
+            return {}
         revision = (revised - proposal).pow(2).mean().sqrt()
         self.log_dict(
             {"train/loss": descriptor_loss, "train/generator_loss": generator_loss, "train/revision": revision},
             prog_bar=True,
         )
-        return {
-            "f_data": f_data.mean().detach(),
-            "f_sample": f_sample.mean().detach(),
-            "grad_norm": tracker.mean(self.device),
-        }
+        return diagnostics(f_data, f_sample, tracker)
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
         """f per pixel on held-out data and on fresh samples, their gap, and how far Langevin moves the proposals

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from lightning_ebm.errors import UsageError
 from lightning_ebm.methods.base import EBMModule
 from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
-from lightning_ebm.mixins import GradNormTracker, LangevinMixin
+from lightning_ebm.mixins import GradNormTracker, LangevinMixin, diagnostics
 from lightning_ebm.nets.descriptors import DescriptorFactory, TextureDescriptor, build_descriptor
 from lightning_ebm.samplers.banks import ChainBank
 
@@ -171,19 +171,14 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """One iteration: revise the chains, then the ML step on ``mean f(x̃) − mean f(x)``."""
         batch = self.images(batch)
-        tracker = GradNormTracker()
+        tracker = GradNormTracker() if self.logs_this_step() else None
         synthesized = self.synthesize(batch, callback=tracker)
         f_data = self.score(batch)
         f_sample = self.score(synthesized)
         loss = f_sample.mean() - f_data.mean()
         self.check_finite(loss, "the loss")
-        self.log("train/loss", loss, prog_bar=True)
-        return {
-            "loss": loss,
-            "f_data": f_data.mean().detach(),
-            "f_sample": f_sample.mean().detach(),
-            "grad_norm": tracker.mean(self.device),
-        }
+        self.log_train({"train/loss": loss}, prog_bar=True)
+        return {"loss": loss, **diagnostics(f_data, f_sample, tracker)}
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
         """Energies per pixel on held-out ``x (B, *sample_shape)`` and on samples, and the auto-encoder error.

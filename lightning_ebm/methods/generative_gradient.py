@@ -155,6 +155,8 @@ class GenerativeGradient(HMCMixin, LangevinMixin, EBMModule):
         w = self.generative_weight(self.global_step)
         loss = w * gen + (1 - w) * disc
         self.check_finite(loss, "the classifier loss")
+        if not self.logs_this_step():
+            return loss
         accuracy = (scores.argmax(1) == y).float().mean()
         self.log_dict(
             {

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ebm.methods.base import EBMModule
-from lightning_ebm.mixins import GradNormTracker, LangevinMixin
+from lightning_ebm.mixins import GradNormTracker, LangevinMixin, diagnostics
 from lightning_ebm.nets.descriptors import DescriptorFactory, MultigridDescriptor, build_descriptor, with_options
 from lightning_ebm.samplers.banks import ChainBank
 
@@ -229,7 +229,7 @@ class MultigridMCD(LangevinMixin, EBMModule):
             raise ValueError(f"MultigridMCD was built for images {self.sample_shape}, got a batch {tuple(x.shape)}")
         start = pool_to(x, 1)
         self.starts.remember(start)
-        tracker = GradNormTracker()
+        tracker = GradNormTracker() if self.logs_this_step() else None
         synthesized = self.synthesize(start, callback=tracker)
         logs, losses = {}, []
         for side, net, syn in zip(self.grids, self.descriptors, synthesized):
@@ -237,16 +237,15 @@ class MultigridMCD(LangevinMixin, EBMModule):
             f_data, f_sample = net(observed), net(syn)
             losses.append(f_sample.mean() - f_data.mean())
             self.check_finite(losses[-1], f"the {grid_name(side)} descriptor's loss")
-            logs[f"train/loss_{grid_name(side)}"] = losses[-1].detach()
-            logs[f"train/recon_{grid_name(side)}"] = (observed - syn).abs().mean()
+            if tracker is not None:
+                logs[f"train/loss_{grid_name(side)}"] = losses[-1].detach()
+                logs[f"train/recon_{grid_name(side)}"] = (observed - syn).abs().mean()
         self.manual_update(sum(losses), [self.hparams.clip_val] * len(self.grids))
+        if tracker is None:
+            return {}
         logs["train/loss"] = sum(losses).detach()
         self.log_dict(logs)
-        return {
-            "f_data": f_data.mean().detach(),
-            "f_sample": f_sample.mean().detach(),
-            "grad_norm": tracker.mean(x.device),
-        }
+        return diagnostics(f_data, f_sample, tracker)  # the finest grid's
 
     def evaluate(self, x: Tensor) -> dict[str, Tensor]:
         """Per grid: f per pixel on held-out images and on samples started from their 1×1 versions, and the gap

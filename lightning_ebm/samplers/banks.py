@@ -150,25 +150,35 @@ class LatentBank(Bank):
         if blocks:
             self.latents = torch.cat([self.latents.cpu(), *blocks]).to(self.latents.device)
 
-    def get(self, index: Tensor) -> Tensor:
-        """The latents ``(B, *shape)`` of the examples ``index (B,)``, on ``index``'s device."""
+    def reserve(self, size: int) -> None:
+        """Hold latents for the examples ``0 … size − 1`` (their initial values) from now on."""
+        self._grow(size)
+
+    def get(self, index: Tensor, *, checked: bool = False) -> Tensor:
+        """The latents ``(B, *shape)`` of the examples ``index (B,)``, on ``index``'s device.
+
+        ``checked``: the caller knows every index is in ``0 … len(self) − 1`` (:meth:`reserve`), so the bank does not
+        read the indices back from the device to check them and grow.
+        """
         index = index.long()
-        if index.numel() and int(index.min()) < 0:
-            raise ValueError("LatentBank indices must be >= 0: batches need the example's 'index' in the dataset")
-        if index.numel():
+        if index.numel() and not checked:
+            if int(index.min()) < 0:
+                raise ValueError("LatentBank indices must be >= 0: batches need the example's 'index' in the dataset")
             self._grow(int(index.max()) + 1)
         if self.latents.device != index.device:
             self.latents = self.latents.to(index.device)
         return self.latents[index].clone()
 
-    def set(self, index: Tensor, z: Tensor) -> None:
-        """Store ``z (B, *shape)`` for the examples ``index (B,)`` (detached; later rows win for repeated ones)."""
+    def set(self, index: Tensor, z: Tensor, *, checked: bool = False) -> None:
+        """Store ``z (B, *shape)`` for the examples ``index (B,)`` (detached; later rows win for repeated ones);
+        ``checked`` as in :meth:`get`."""
         if tuple(z.shape[1:]) != self.shape or z.shape[0] != index.shape[0]:
             raise ValueError(
                 f"LatentBank holds latents of shape {self.shape}; got {tuple(z.shape)} for {index.shape[0]} indices"
             )
         index = index.long().to(self.latents.device)
-        self._grow(int(index.max()) + 1)
+        if not checked:
+            self._grow(int(index.max()) + 1)
         self.latents[index] = z.detach().to(self.latents.device, self.latents.dtype)
 
     def rank_state(self) -> Tensor | None:

@@ -22,6 +22,7 @@ from tests.methods import (
     test_generative_gradient,
     test_multigrid,
 )
+from tests.probes import SyncProbe
 
 RECIPES = ROOT / "conf" / "experiments"
 TONES = "tones"  # placeholder in a command line for the folder of generated sounds
@@ -101,10 +102,13 @@ def fitted(tmp_path_factory):
             root = tmp_path_factory.mktemp(name)
             tones = str(sounds(root / "tones"))
             args = [a.replace(f"={TONES}", f"={tones}") for a in METHODS[name][1]]
-            run_cli("fit", *args, "--config", DEBUG, "--trainer.max_steps=2", root=root / "runs")
+            args += ["--config", DEBUG, "--trainer.max_steps=2", "--trainer.log_every_n_steps=2"]
+            cli = run_cli("fit", *args, "--trainer.callbacks+=tests.probes.SyncProbe", root=root / "runs")
             (runs[name],) = run_dirs(root / "runs")
+            fit.reads[name] = next(c for c in cli.trainer.callbacks if isinstance(c, SyncProbe)).reads
         return runs[name]
 
+    fit.reads = {}  # name: values read back from the device per training step (SyncProbe)
     return fit
 
 
@@ -199,3 +203,15 @@ def test_validate_test_and_predict_through_the_cli(name, fitted):
         with Image.open(folder / "grid_rank0.png") as grid:  # readable at its natural size
             assert min(grid.size) >= 256
     assert not near_copies(samples), f"{name}: predict gave copies of one sample: {near_copies(samples)}"
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_a_training_step_that_logs_nothing_never_waits_for_the_device(name, fitted):
+    """Between logging steps an iteration only queues work: its finiteness checks stay on the device (a divergence is
+    raised at the next logging step or save) and its diagnostics are measured only when logged. On a GPU every
+    value read back (``.item()``, ``bool(t)``) would stall the queue. Step 0 does not log (every 2 steps), step 1
+    does and may read."""
+    fitted(name)
+    reads = fitted.reads[name]
+    assert set(reads) == {0, 1}
+    assert reads[0] == 0

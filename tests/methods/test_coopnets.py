@@ -144,3 +144,14 @@ def test_recipe_fit_validate_predict_through_the_cli(tmp_path):
     run_cli("predict", "--ckpt_path", ckpt, "--trainer.logger=false", "--data.n_predict=5", root=tmp_path)
     samples = torch.load(next(run.glob("predict-*/predictions/samples_rank0.pt")), weights_only=True)
     assert samples.shape == (5, 1, 16, 16) and samples.abs().max() <= 1
+
+
+@pytest.mark.parametrize(("generator_steps", "forwards"), [(0, 1), (2, 2 + 2)])
+def test_an_iteration_runs_the_generator_forward_once_unless_it_infers_z(tmp_path, generator_steps, forwards):
+    """With z as drawn (the papers' MCMC teaching) one forward gives both the proposal and the generator's loss; latent
+    inference (``generator_steps``) adds one forward per inference step and one at the inferred z."""
+    model = make_model(generator_steps=generator_steps)
+    calls = []
+    model.generator.register_forward_hook(lambda *_: calls.append(1))
+    trainer(tmp_path, 1).fit(model, data())
+    assert len(calls) == forwards
