@@ -1,11 +1,15 @@
-"""Images per second of the ImageNet DataModule's loader, per worker, against a plain Pillow Dataset.
+"""Images per second of the ImageNet DataModule's loader, streamed from the files (per worker) and preloaded into
+memory, against a plain Pillow Dataset.
 
-    python bench/dataloader.py [--images 512] [--image-size 64] [--workers 0 1 2]
+    python bench/dataloader.py [--images 512] [--image-size 64] [--workers 0 1 2] [--crop random --resize 80]
 
 It writes ImageNet-like JPEG files (500×375 crops of scikit-image's photographs, quality 90) into
 ``train/<wnid>/`` folders of a temporary root, then times one pass of ``ImageNetDataModule.train_dataloader()``
-(lazy decoding in workers, JPEG draft decoding, resize, centre crop, scaling) against a plain Dataset that opens,
-converts, resizes and crops each file with Pillow in the usual way, with the same DataLoader settings.
+on the same files two ways: streaming (``preload=False``: lazy decoding in workers, JPEG draft decoding, resize,
+crop, scaling, every epoch) and preloaded (``preload=True``: the files decoded once into a uint8 tensor by the
+workers, then batches cut, converted and scaled from memory in the main process; the time of that one decoding is
+its own column). The baseline is a plain Dataset that opens, converts, resizes and crops each file with Pillow in
+the usual way, with the streaming loader's DataLoader settings.
 """
 
 import argparse
@@ -74,18 +78,29 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--crop", choices=["center", "random"], default="center")
+    parser.add_argument("--resize", type=int, default=None, help="shorter side before cropping (default: the size)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_tree(root, args.images)
-        print(f"# {args.images} JPEG files of 500x375 -> {args.image_size}x{args.image_size}, batch {args.batch_size}")
+        crop = f"{args.crop} crop" + (f" of the shorter side resized to {args.resize}" if args.resize else "")
+        print(
+            f"# {args.images} JPEG files of 500x375 -> {args.image_size}x{args.image_size} ({crop}), "
+            f"batch {args.batch_size}"
+        )
         print(f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads\n")
-        print("| workers | ImageNetDataModule img/s | per worker | plain Pillow img/s | ratio |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+        print(
+            "| workers | streamed img/s | per worker | preloaded img/s | decoding once, s | plain Pillow img/s "
+            "| streamed / Pillow | preloaded / streamed |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        options = dict(image_size=args.image_size, resize=args.resize, crop=args.crop, batch_size=args.batch_size)
         for workers in args.workers:
-            dm = ImageNetDataModule(
-                str(root), image_size=args.image_size, batch_size=args.batch_size, num_workers=workers
-            )
+            dm = ImageNetDataModule(str(root), num_workers=workers, preload=False, **options)
+            start = time.perf_counter()
+            memory = ImageNetDataModule(str(root), num_workers=workers, preload=True, **options).train_dataloader()
+            decoding = time.perf_counter() - start
             plain = DataLoader(
                 PlainFiles([root / dm.train_set.files[i].decode() for i in range(len(dm.train_set))], args.image_size),
                 batch_size=args.batch_size,
@@ -94,10 +109,13 @@ def main() -> None:
                 persistent_workers=workers > 0,
             )
             ours, base = dm.train_dataloader(), plain
-            images_per_second(ours), images_per_second(base)  # warm the page cache and start the workers
-            rate_ours, rate_base = images_per_second(ours), images_per_second(base)
-            per_worker = rate_ours / max(workers, 1)
-            print(f"| {workers} | {rate_ours:.0f} | {per_worker:.0f} | {rate_base:.0f} | {rate_ours / rate_base:.2f} |")
+            for loader in (ours, base, memory):  # warm the page cache and start the workers
+                images_per_second(loader)
+            rate_ours, rate_base, rate_memory = (images_per_second(loader) for loader in (ours, base, memory))
+            print(
+                f"| {workers} | {rate_ours:.0f} | {rate_ours / max(workers, 1):.0f} | {rate_memory:.0f} | "
+                f"{decoding:.2f} | {rate_base:.0f} | {rate_ours / rate_base:.2f} | {rate_memory / rate_ours:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ One table per question, all measured in this run on this machine:
 3. **Peak memory against the number of Langevin steps** (10 against 200 steps, each in a fresh process).
 4. **Training iterations per second** of every CPU recipe (two fits of different lengths through the CLI; the
    difference cancels start-up) and the sampler steps per second that implies.
-5. **DataLoader images per second per worker** of the ImageNet DataModule (``bench/dataloader.py``).
+5. **DataLoader images per second** of the ImageNet DataModule on the same files, streamed from them (per worker)
+   and preloaded into memory (with the time of decoding them once), against plain Pillow (``bench/dataloader.py``).
 """
 
 import argparse
@@ -209,7 +210,7 @@ def method_table(quick: bool) -> list[str]:
 
 
 def dataloader_table() -> list[str]:
-    """Table 5: ``bench/dataloader.py``'s table."""
+    """Table 5: ``bench/dataloader.py``'s table: streamed and preloaded images per second, and plain Pillow's."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "dataloader.py")], capture_output=True, text=True)
     return out.stdout.strip().splitlines() if out.returncode == 0 else [f"bench/dataloader.py failed: {out.stderr}"]
 

@@ -5,8 +5,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import Mode
-from datamodules.loading import ArrayImages, ImageLoader, ImageTransform
+from datamodules.loading import ArrayImages, ImageFiles, ImageLoader, ImageTransform
 from datamodules.occlusion import Occluded, Occlusion
+from datamodules.preload import DecodedImages, preload
 from datamodules.resumable import ResumableData
 from lightning_ebm.errors import UsageError
 
@@ -54,6 +55,11 @@ class ImageDataModule(ResumableData):
     Subclasses set ``self.train_set`` and ``self.val_set`` (``None`` when there is no held-out split) in
     ``__init__``, so that a wrong root or name fails before any training. ``test`` uses the held-out split too.
 
+    Sets of image files (:class:`~datamodules.loading.ImageFiles`) are decoded into memory once, when their first
+    loader is made, if ``preload`` says so (``datamodules.preload``); ``preloaded`` then holds them, by split
+    (``"train"``, ``"val"``; ``None`` for a split streamed from the files). Every process (DDP rank) decodes the
+    whole set, since the sampler gives each rank other images every epoch.
+
     Args:
         image_size: side of the square samples.
         mode: ``"L"`` (1 channel) or ``"RGB"`` (3 channels).
@@ -62,6 +68,9 @@ class ImageDataModule(ResumableData):
         n_predict: samples that ``predict`` draws.
         occlusion: hide pixels of every image, the same ones each epoch: batches then carry a ``"mask"``
             (1 = observed) for learning from incomplete data.
+        preload: for sets of image files: ``None`` decodes them once into memory when they fit
+            ``preload_budget_mb``, ``True`` whatever their size, ``False`` never (they are decoded every epoch).
+        preload_budget_mb: megabytes per process that the decoded sets (training and held-out together) may take.
     """
 
     train_set: Dataset
@@ -76,6 +85,8 @@ class ImageDataModule(ResumableData):
         num_workers: int,
         n_predict: int,
         occlusion: Occlusion | None = None,
+        preload: bool | None = None,
+        preload_budget_mb: float = 2048,
     ) -> None:
         super().__init__()
         for name, value in (("image_size", image_size), ("batch_size", batch_size), ("n_predict", n_predict)):
@@ -86,20 +97,39 @@ class ImageDataModule(ResumableData):
         self.image_size, self.mode = image_size, mode
         self.batch_size, self.num_workers, self.n_predict = batch_size, num_workers, n_predict
         self.occlusion = occlusion
+        if preload_budget_mb < 0:
+            raise ValueError(f"{type(self).__name__} needs preload_budget_mb >= 0, got {preload_budget_mb}")
+        self.preload, self.preload_budget_mb = preload, preload_budget_mb
+        self.preloaded: dict[str, DecodedImages | None] = {}
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one sample."""
         return (1 if self.mode == "L" else 3, self.image_size, self.image_size)
 
+    def _served(self, dataset: Dataset, split: str) -> Dataset:
+        """``dataset``, or its images decoded into memory when it is a set of files that ``preload`` takes there
+        (decided and decoded once per split, with the budget the other split left)."""
+        if not isinstance(dataset, ImageFiles):
+            return dataset
+        if split not in self.preloaded:
+            used = sum(d.nbytes for d in self.preloaded.values() if d is not None) / 2**20
+            budget = self.preload_budget_mb - used
+            name = f"{type(self).__name__} ({'training' if split == 'train' else 'held-out'} set)"
+            self.preloaded[split] = preload(dataset, self.preload, budget, self.num_workers, name)
+        return self.preloaded[split] or dataset
+
     def _loader(self, dataset: Dataset, train: bool) -> ImageLoader:
+        dataset = self._served(dataset, "train" if train else "val")
+        # images in memory are cut into batches in this process: the workers decoded them (once)
+        workers = 0 if isinstance(dataset, DecodedImages) else self.num_workers
         if self.occlusion is not None:
             dataset = Occluded(dataset, self.occlusion)
         kwargs = {
             "batch_size": self.batch_size,
             "drop_last": train and len(dataset) >= self.batch_size,
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
             "pin_memory": torch.cuda.is_available(),
         }
         return self.resumable_loader(dataset, **kwargs) if train else ImageLoader(dataset, **kwargs)

@@ -10,7 +10,7 @@ from datamodules.occlusion import Occlusion
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """All images under ``root`` (recursively), decoded lazily in the workers, with a held-out fraction.
+    """All images under ``root`` (recursively), with a held-out fraction; decoded once into memory when they fit.
 
     The held-out images are a fixed random ``val_fraction`` of the files (the same on every run and rank). With
     ``labels_from_folders`` the first sub-folder of each file is its class (``root/<class>/.../*.jpg``); classes are
@@ -29,10 +29,17 @@ class ImageFolderDataModule(ImageDataModule):
         max_images: use only the first N files (sorted by path); ``None`` for all.
         labels_from_folders: label each image by its first sub-folder.
         batch_size: images per step and process.
-        num_workers: decoding worker processes per process.
+        num_workers: decoding worker processes per process (with ``preload``, they decode each file once; batches
+            are then cut from memory in the main process).
         on_corrupt: an unreadable file is skipped and counted (``"skip"``) or stops the run (``"fail"``).
         n_predict: samples that ``predict`` draws.
         occlusion: hide pixels of every image (a ``"mask"`` in each batch), for learning from incomplete data.
+        preload: ``None`` (default) decodes the images once into memory when they fit ``preload_budget_mb``, at
+            the shorter side ``resize`` (random crops) or cropped (centre crops), uint8, and serves batches from
+            there, the same batches as streaming; larger sets are decoded from the files every epoch. ``True``
+            always preloads, ``False`` always streams.
+        preload_budget_mb: megabytes per process (each DDP rank holds the whole set) for the decoded training and
+            held-out images together.
     """
 
     def __init__(
@@ -52,6 +59,8 @@ class ImageFolderDataModule(ImageDataModule):
         on_corrupt: OnCorrupt = "skip",
         n_predict: int = 64,
         occlusion: Occlusion | None = None,
+        preload: bool | None = None,
+        preload_budget_mb: float = 2048,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -60,6 +69,8 @@ class ImageFolderDataModule(ImageDataModule):
             num_workers=num_workers,
             n_predict=n_predict,
             occlusion=occlusion,
+            preload=preload,
+            preload_budget_mb=preload_budget_mb,
         )
         self.save_hyperparameters()
         self.root = Path(root).expanduser()

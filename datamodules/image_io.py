@@ -42,8 +42,20 @@ def warn_upscaled(path: str | Path, width: int, height: int, short_side: int) ->
     )
 
 
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I", "F"})  # Pillow modes of more than 8 bits a value
+
+
 def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> Tensor:
-    """Read one image file as ``(C, H, W)`` float32 in ``[0, 1]``, ``C`` = 1 for ``"L"`` and 3 for ``"RGB"``.
+    """Read one image file as ``(C, H, W)`` float32 in ``[0, 1]``, ``C`` = 1 for ``"L"`` and 3 for ``"RGB"``: the
+    values of :func:`decode_image`, 8-bit ones divided by 255.
+    """
+    x = decode_image(path, mode, short_side)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def decode_image(path: str | Path, mode: Mode, short_side: int | None = None) -> Tensor:
+    """Read one image file as ``(C, H, W)``: uint8 (0..255) for 8-bit files, float32 in ``[0, 1]`` for 16-bit,
+    32-bit and float ones; ``C`` = 1 for ``"L"`` and 3 for ``"RGB"``.
 
     Palette, CMYK, alpha and 1-bit images are converted by Pillow; 16-bit and 32-bit grayscale images keep their
     precision (scaled by their type's maximum) instead of being clipped to 8 bits. With ``short_side``, the image is
@@ -64,7 +76,7 @@ def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> T
                 warn_upscaled(path, *im.size, short_side)
                 im.draft(mode, (short_side, short_side))
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            if im.mode in HIGH_DEPTH_MODES:
                 array = np.asarray(im, dtype=np.float32)
                 bad = int(array.size - np.isfinite(array).sum())
                 if bad:
@@ -86,7 +98,7 @@ def read_image(path: str | Path, mode: Mode, short_side: int | None = None) -> T
                 scale = short_side / min(im.size)
                 size = (max(short_side, round(im.width * scale)), max(short_side, round(im.height * scale)))
                 im = im.resize(size, Image.Resampling.BICUBIC)
-            array = np.asarray(im, dtype=np.float32) / 255.0
+            array = np.array(im, dtype=np.uint8)
     except NonFiniteImage:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

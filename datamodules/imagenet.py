@@ -74,7 +74,7 @@ def flat_val_labels(root: Path, files: Sequence[str]) -> dict[str, str]:
 
 
 class ImageNetDataModule(ImageDataModule):
-    """ImageNet categories from ``root/train/<wnid>/*.JPEG`` (and ``root/val``), decoded lazily in the workers.
+    """ImageNet categories from ``root/train/<wnid>/*.JPEG`` (and ``root/val``), in memory when they fit (``preload``).
 
     ``val/`` is either sorted into ``<wnid>/`` folders or flat with ``LOC_val_solution.csv`` (Kaggle) or the devkit's
     ``ILSVRC2012_validation_ground_truth.txt`` and ``meta.mat``; without ``val/`` there is no held-out split. Labels
@@ -92,10 +92,17 @@ class ImageNetDataModule(ImageDataModule):
         mode: ``"RGB"`` or ``"L"``; grayscale, palette and CMYK files are converted.
         scaling: ``"linear"`` or ``"minmax"`` (per image, as the CoopNets code does).
         batch_size: images per step and process.
-        num_workers: decoding worker processes per process.
+        num_workers: decoding worker processes per process (with ``preload``, they decode each file once; batches
+            are then cut from memory in the main process).
         on_corrupt: an unreadable file is skipped and counted (``"skip"``) or stops the run (``"fail"``).
         n_predict: samples that ``predict`` draws.
         occlusion: hide pixels of every image (a ``"mask"`` in each batch), for learning from incomplete data.
+        preload: ``None`` (default) decodes the images once into memory when they fit ``preload_budget_mb``, at
+            the shorter side ``resize`` (random crops) or cropped (centre crops), uint8, and serves batches from
+            there, the same batches as streaming; larger sets are decoded from the files every epoch. ``True``
+            always preloads, ``False`` always streams.
+        preload_budget_mb: megabytes per process (each DDP rank holds the whole set) for the decoded training and
+            held-out images together.
     """
 
     def __init__(
@@ -115,6 +122,8 @@ class ImageNetDataModule(ImageDataModule):
         on_corrupt: OnCorrupt = "skip",
         n_predict: int = 64,
         occlusion: Occlusion | None = None,
+        preload: bool | None = None,
+        preload_budget_mb: float = 2048,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -123,6 +132,8 @@ class ImageNetDataModule(ImageDataModule):
             num_workers=num_workers,
             n_predict=n_predict,
             occlusion=occlusion,
+            preload=preload,
+            preload_budget_mb=preload_budget_mb,
         )
         self.save_hyperparameters()
         self.root = Path(root).expanduser()

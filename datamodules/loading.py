@@ -2,6 +2,11 @@
 
 Every item is a dict ``{"image": (C, S, S) in [-1, 1], "label": int (-1 when unlabelled), "index": int}``; the
 methods read ``batch["image"]`` (see ``EBMModule.images``).
+
+Datasets held in memory (:class:`ArrayImages`, ``datamodules.preload.DecodedImages``) are *batched*: they make a
+whole batch at once (``read_batch``, which the DataLoader calls through ``__getitems__``), cropping and scaling one
+``(B, C, S, S)`` tensor instead of B items collated one by one. The wrappers (:class:`SeededItems`, ``Occluded``)
+pass batches through, and :func:`collate_images` takes a made batch as it is.
 """
 
 import itertools
@@ -17,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from datamodules.image_io import Mode, Scaling, center_crop, random_crop, read_image, to_unit_range
+from datamodules.image_io import Mode, Scaling, center_crop, decode_image, random_crop, read_image, to_unit_range
 from lightning_ebm.errors import UsageError
 
 OnCorrupt = Literal["skip", "fail"]
@@ -66,9 +71,44 @@ class ImageTransform:
         x = random_crop(x, self.size) if self.crop == "random" else center_crop(x, self.size)
         return to_unit_range(x, self.scaling)
 
+    def batch(self, images: Tensor | Sequence[Tensor], seeds: Sequence[int] | None = None) -> Tensor:
+        """Crop and scale a batch: ``(B, C, size, size)`` float32 in [-1, 1].
+
+        Args:
+            images: a ``(B, C, H, W)`` tensor or B ``(C, H_i, W_i)`` images (each at least ``size`` on both sides),
+                uint8 (0..255) or float (0..1).
+            seeds: one seed per image for its random crop: the generator seeded with it draws the top, then the left
+                edge, the draws :class:`SeededItems` makes for an item read one at a time, so both give the same
+                crops; ``None`` draws from torch's global generator (as :meth:`__call__`).
+
+        The same values as :meth:`__call__` on each image (uint8 ones divided by 255 first), to the last bit.
+        """
+        if self.crop == "center" and isinstance(images, Tensor):
+            x = center_crop(images, self.size)
+        else:
+            g = None if seeds is None else torch.Generator()
+            crops = []
+            for k, image in enumerate(images):
+                h, w = image.shape[-2:]
+                if self.crop == "center":
+                    top, left = (h - self.size) // 2, (w - self.size) // 2
+                else:
+                    if g is not None:
+                        g.manual_seed(int(seeds[k]))
+                    top = int(torch.randint(h - self.size + 1, (1,), generator=g))
+                    left = int(torch.randint(w - self.size + 1, (1,), generator=g))
+                crops.append(image[..., top : top + self.size, left : left + self.size])
+            x = torch.stack(crops)
+        owned = x.dtype == torch.uint8  # then x.float() is a new tensor, which can be scaled in place
+        x = x.float().div_(255) if owned else x.float()
+        if self.scaling == "linear":  # to_unit_range's 2x - 1 without its temporary
+            return x.mul_(2).sub_(1) if owned else x.mul(2).sub_(1)
+        return to_unit_range(x, self.scaling)
+
 
 class ImageFiles(Dataset):
-    """Image files decoded lazily, one per item (in the DataLoader's workers), never all held in memory.
+    """Image files decoded lazily, one per item (in the DataLoader's workers), never all held in memory (streaming;
+    ``datamodules.preload`` decodes a set that fits in memory once).
 
     The paths are kept in a numpy byte array, relative to ``root``: with 1.28 M ImageNet files that is a few tens of
     MB, shared copy-on-write by forked workers (a Python list of strings is copied page by page as workers touch the
@@ -107,16 +147,26 @@ class ImageFiles(Dataset):
         return self.root / self.files[index].decode()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.decoded(index)
+        if "pixels" in item:
+            pixels = item.pop("pixels")
+            item["image"] = self.transform(pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels)
+        return item
+
+    def decoded(self, index: int) -> dict[str, Any]:
+        """Item ``index`` decoded and resized to the shorter side ``transform.short_side``, not yet cropped or
+        scaled: ``{"pixels": (C, H, W) uint8, or float32 in [0, 1] for files of more than 8 bits, "label",
+        "index"}`` (plus ``"notes"``), or ``{"skipped": path, "reason": error}`` (see the class)."""
         path = self.path(index)
         try:
             with warnings.catch_warnings(record=True) as caught:  # shown by the loader, in the main process
                 warnings.simplefilter("always")
-                image = self.transform.read(path)
+                pixels = decode_image(path, self.transform.mode, short_side=self.transform.short_side)
         except (OSError, ValueError) as err:
             if self.on_corrupt == "fail":
                 raise ValueError(f"{err} (set on_corrupt='skip' to skip unreadable files instead)") from err
             return {"skipped": str(path), "reason": str(err)}
-        item = {"image": image, "label": int(self.labels[index]), "index": index}
+        item = {"pixels": pixels, "label": int(self.labels[index]), "index": index}
         if caught:
             item["notes"] = [str(w.message) for w in caught]
         return item
@@ -148,13 +198,16 @@ class ImageFiles(Dataset):
 
 
 class ArrayImages(Dataset):
-    """Images held in memory, ``(N, C, H, W)`` uint8 (0..255) or float (0..1), resized and scaled per item.
+    """Images held in memory, ``(N, C, H, W)`` uint8 (0..255) or float (0..1), resized, cropped and scaled a batch
+    at a time (a *batched* dataset, see the module's docstring).
 
     Args:
         images: the images.
         labels: class index of each image (``-1`` for none).
         transform: the output size, crop and scaling (``mode`` is the array's own).
     """
+
+    batched = True
 
     def __init__(self, images: Tensor, labels: Tensor | None, transform: ImageTransform) -> None:
         self.images = images
@@ -164,20 +217,34 @@ class ArrayImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_batch(self, indices: Sequence[int], seeds: Sequence[int] | None = None) -> dict[str, Any]:
+        """The images ``indices`` as one batch ``{"image": (B, C, S, S) in [-1, 1], "label": (B,), "index": (B,)}``
+        (``seeds``: see :meth:`ImageTransform.batch`); the values of :meth:`__getitem__` on each, stacked."""
+        index = torch.as_tensor(indices, dtype=torch.long)
         x = self.images[index]
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         short = self.transform.short_side
         if min(x.shape[-2:]) != short:
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
             h, w = x.shape[-2:]
             size = (round(h * short / min(h, w)), round(w * short / min(h, w)))
-            x = F.interpolate(x[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
-        return {"image": self.transform(x), "label": int(self.labels[index]), "index": index}
+            x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        image = self.transform.batch(x if self.transform.crop == "center" else list(x), seeds)
+        return {"image": image, "label": self.labels[index], "index": index, "skipped": [], "notes": []}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        return self.read_batch(indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        batch = self.read_batch([index])
+        return {"image": batch["image"][0], "label": int(batch["label"][0]), "index": index}
 
 
-def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_images(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """Collate dict items, setting aside the files that could not be read under ``"skipped"`` (``(path, reason)``
-    pairs) and the warnings raised while reading the others under ``"notes"``."""
+    pairs) and the warnings raised while reading the others under ``"notes"``. A batched dataset's batch (a dict,
+    with both entries) is taken as it is."""
+    if isinstance(items, dict):
+        return items
     kept = [item for item in items if "skipped" not in item]
     notes = [note for item in kept for note in item.pop("notes", ())]
     batch = default_collate(kept) if kept else {}
@@ -221,6 +288,18 @@ class SeededItems(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def batched(self) -> bool:
+        """Whether ``dataset`` makes whole batches (``read_batch``)."""
+        return getattr(self.dataset, "batched", False)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> dict[str, Any] | list[Any]:
+        """A batch made at once by a batched ``dataset``, each item's random crop drawn from its own seed (the same
+        crops as :meth:`__getitem__` gives one item at a time); otherwise the items one by one."""
+        if not self.batched:
+            return [self[key] for key in keys]
+        return self.dataset.read_batch([int(i) for i, _ in keys], [int(s) for _, s in keys])
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, item_seed = key
@@ -302,19 +381,30 @@ class ImageLoader(DataLoader):
             if path in self._reasons:
                 continue
             self._reasons[path] = reason if path in reason else f"{path}: {reason}"
-            if path in _named:  # another loader of this process (a callback's) named it already
-                continue
-            _named.add(path)
-            warnings.warn(
-                f"skipped {len(self._reasons)} unreadable image file(s) so far; the latest: {self._reasons[path]}. "
-                "Remove or replace them, or set on_corrupt='fail' to stop at the first one.",
-                UserWarning,
-                stacklevel=3,
-            )
-        for note in notes:
-            if note not in _named:
-                _named.add(note)
-                warnings.warn(note, UserWarning, stacklevel=3)
+            warn_skipped(path, len(self._reasons), self._reasons[path])
+        warn_notes(notes)
+
+
+def warn_skipped(path: str, count: int, reason: str) -> None:
+    """Warn that the unreadable file ``path`` is skipped, the ``count``-th so far, unless this process named it
+    already (a callback's loader, or the decoding of a preloaded set)."""
+    if path in _named:
+        return
+    _named.add(path)
+    warnings.warn(
+        f"skipped {count} unreadable image file(s) so far; the latest: {reason}. "
+        "Remove or replace them, or set on_corrupt='fail' to stop at the first one.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def warn_notes(notes: Sequence[str]) -> None:
+    """Show each warning raised while reading a file (in a worker) once per process."""
+    for note in notes:
+        if note not in _named:
+            _named.add(note)
+            warnings.warn(note, UserWarning, stacklevel=4)
 
 
 def _where(dataset: Any) -> str:

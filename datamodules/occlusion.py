@@ -1,5 +1,6 @@
 """Hidden pixels for learning from incomplete data (Han et al., AAAI 2017, §4.3): each image's mask is fixed."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +53,22 @@ class Occluded(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def batched(self) -> bool:
+        """Whether ``dataset`` makes whole batches (``read_batch``, see ``datamodules.loading``)."""
+        return getattr(self.dataset, "batched", False)
+
+    def read_batch(self, indices: Sequence[int], seeds: Sequence[int] | None = None) -> dict[str, Any]:
+        """``dataset``'s batch with a ``"mask"`` ``(B, 1, H, W)``, each image's own."""
+        batch = self.dataset.read_batch(indices, seeds)
+        if "image" in batch:
+            h, w = batch["image"].shape[-2:]
+            batch["mask"] = torch.stack([self.occlusion.mask(h, w, int(i)) for i in batch["index"]])
+        return batch
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.read_batch(indices) if self.batched else [self[i] for i in indices]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[index]

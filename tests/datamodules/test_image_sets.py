@@ -149,15 +149,16 @@ def test_image_folder_is_recursive_with_a_fixed_held_out_split(tmp_path):
         ImageFolderDataModule(str(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_random_crops_are_new_every_epoch_and_a_resumed_run_reads_the_same_ones(tmp_path, workers):
-    """Crops are a function of the run seed, the epoch and the position, in any worker, not of the global RNG."""
+@pytest.mark.parametrize(("workers", "preload"), [(0, False), (2, False), (0, None)])
+def test_random_crops_are_new_every_epoch_and_a_resumed_run_reads_the_same_ones(tmp_path, workers, preload):
+    """Crops are a function of the run seed, the epoch and the position, in any worker, not of the global RNG
+    (streamed from the files, or cut from the images decoded into memory: ``preload=None`` takes this small set)."""
     for k in range(3):
         write_variants(tmp_path / "pics" / str(k), 10 * k)
 
     def module() -> ImageFolderDataModule:
         return ImageFolderDataModule(str(tmp_path / "pics"), image_size=12, resize=24, crop="random",
-                                     val_fraction=0, batch_size=3, num_workers=workers)  # fmt: skip
+                                     val_fraction=0, batch_size=3, num_workers=workers, preload=preload)  # fmt: skip
 
     def epoch(loader, number: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         loader.sampler.set_epoch(number)
@@ -171,6 +172,7 @@ def test_random_crops_are_new_every_epoch_and_a_resumed_run_reads_the_same_ones(
     loader = dm.train_dataloader()
     first, second = epoch(loader, 0), epoch(loader, 1)  # the same (persistent) workers read both epochs
     a, b = by_image(first), by_image(second)
+    assert (dm.preloaded["train"] is None) == (preload is False)
     assert sorted(a) == list(range(12)) and sum(not torch.equal(a[i], b[i]) for i in a) >= 10  # new crops
 
     torch.manual_seed(123)  # another global state must not decide the crops
