@@ -2,6 +2,7 @@
 
     python bench/speed.py [--quick] [--out bench/RESULTS.md]
     python bench/speed.py --langevin-only --device cuda     # table 1 on a GPU, with the CUDA-graph variants
+    python bench/speed.py --only iteration startup          # measure these tables, keep the others in the file
 
 One table per question, all measured in this run on this machine:
 
@@ -17,6 +18,11 @@ One table per question, all measured in this run on this machine:
    difference cancels start-up) and the sampler steps per second that implies.
 5. **DataLoader images per second** of the ImageNet DataModule on the same files, streamed from them (per worker)
    and preloaded into memory (with the time of decoding them once), against plain Pillow (``bench/dataloader.py``).
+6. **One training iteration of each method** through the framework (the recipe through the CLI, the Lightning loop,
+   the recipe's callbacks) against a hand-written plain PyTorch loop doing the same arithmetic on preloaded tensors,
+   the plain loop timed twice (``bench/iteration.py``).
+7. **Start-up**: seconds from the command to the first training step of the main job, against ``import torch``
+   alone (``bench/startup.py``).
 """
 
 import argparse
@@ -215,12 +221,57 @@ def dataloader_table() -> list[str]:
     return out.stdout.strip().splitlines() if out.returncode == 0 else [f"bench/dataloader.py failed: {out.stderr}"]
 
 
+def iteration_table(quick: bool) -> list[str]:
+    """Table 6: one training iteration of each method through the framework against a plain PyTorch loop
+    (``bench/iteration.py``; the multi-grid paper size only with ``--device cuda`` there: minutes per iteration on a
+    CPU)."""
+    from iteration import tables  # bench/iteration.py
+
+    configs = None if quick else ["descriptor", "coopnets", "cd", "multigrid_digits", "abp", "generative_gradient"]
+    return tables(quick=quick, configs=configs).splitlines()
+
+
+def startup_table(quick: bool) -> list[str]:
+    """Table 7: from the command to the first training step of the main job (``bench/startup.py``)."""
+    import startup  # bench/startup.py
+
+    return startup.table(startup.measure(1 if quick else 3)).splitlines()
+
+
+SECTIONS = {  # name: (heading, table(quick, machine))
+    "langevin": (
+        "Langevin step: framework against a plain PyTorch loop, and against the machine",
+        lambda quick, machine: langevin_table(3 if quick else 7, 5 if quick else 20, machine),
+    ),
+    "memory": ("Peak memory against the number of Langevin steps", lambda quick, machine: memory_table()),
+    "recipes": ("Training speed of the CPU recipes", lambda quick, machine: method_table(quick)),
+    "dataloader": ("DataLoader", lambda quick, machine: dataloader_table()),
+    "iteration": ("Whole training iteration against plain PyTorch", lambda quick, machine: iteration_table(quick)),
+    "startup": ("Start-up: from the command to the first training step", lambda quick, machine: startup_table(quick)),
+}
+
+
+def merged(old: str, new: dict[str, list[str]]) -> str:
+    """``old`` (a RESULTS.md) with the sections of ``new`` (heading: lines) replaced, or appended when missing."""
+    parts = old.split("\n## ")
+    head, sections = parts[0], {p.split("\n", 1)[0]: p for p in parts[1:]}
+    for heading, lines in new.items():
+        sections[heading] = "\n".join([heading, "", *lines, ""])
+    return "\n## ".join([head, *sections.values()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and iterations (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--langevin-only", action="store_true", help="only the Langevin-step table, printed")
     parser.add_argument("--device", default="cpu", help="the Langevin table's device, e.g. cuda (with --langevin-only)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(SECTIONS),
+        help="measure these tables and replace them in --out, keeping the others (each says when it was measured)",
+    )
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.langevin_only:
@@ -230,31 +281,23 @@ def main() -> None:
         return
     machine = matmul_gflops()
     cpu = platform.processor() or platform.machine()
-    lines = [
-        "# Speed of lightning_ebm (written by `python bench/speed.py`, `make bench`)",
-        "",
+    about = (
         f"{datetime.date.today()}; torch {torch.__version__}; {cpu}, {torch.get_num_threads()} threads; "
-        f"float32 matmul {machine:.1f} GFLOP/s (torch.mm of 1024², 2048² and 4096², the best).",
-        "",
-        "## Langevin step: framework against a plain PyTorch loop, and against the machine",
-        "",
-        *langevin_table(3 if args.quick else 7, 5 if args.quick else 20, machine),
-        "",
-        "## Peak memory against the number of Langevin steps",
-        "",
-        *memory_table(),
-        "",
-        "## Training speed of the CPU recipes",
-        "",
-        *method_table(args.quick),
-        "",
-        "## DataLoader",
-        "",
-        *dataloader_table(),
-        "",
-    ]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+        f"float32 matmul {machine:.1f} GFLOP/s (torch.mm of 1024², 2048² and 4096², the best)."
+    )
+    names = args.only or list(SECTIONS)
+    tables = {}
+    for name in names:
+        heading, table = SECTIONS[name]
+        tables[heading] = ([f"Measured {about}", ""] if args.only else []) + table(args.quick, machine)
+    out = Path(args.out)
+    if args.only and out.is_file():
+        text = merged(out.read_text(), tables)
+    else:
+        title = "# Speed of lightning_ebm (written by `python bench/speed.py`, `make bench`)"
+        text = merged("\n".join([title, "", about, ""]), tables)
+    out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

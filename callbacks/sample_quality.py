@@ -77,10 +77,11 @@ class SampleQuality(Callback):
         self._set_up = False
         self._real: Tensor | None = None
         self._floor: float | None = None
+        self._floor_pending = False
         self._scores: PooledFeatureScores | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Read the held-out images, compute the floor and build the FID/KID objects, once."""
+        """Read the held-out images and build the FID/KID objects, once (the floor waits for the first score)."""
         if stage == "predict" or self._set_up:
             return
         self._set_up = True
@@ -92,8 +93,8 @@ class SampleQuality(Callback):
         self._real = self._held_out(trainer.datamodule, pl_module)
         if self._real is None:
             return
-        if "swd" in self.metrics:
-            self._floor = self._swd_floor(trainer.datamodule)
+        # the floor is computed when the first validation logs it, so that it does not delay the first training step
+        self._floor_pending = "swd" in self.metrics
         kinds = [m for m in self.metrics if m != "swd"]
         if kinds:
             shape, n_real = self._real.shape[1:], len(self._real)
@@ -144,6 +145,9 @@ class SampleQuality(Callback):
         if "swd" in self.metrics:
             pooled = self._pooled(pl_module, mine, world_size)
             scores["val/swd"] = swd(pooled, self._real, patches_per_image=self.patches_per_image)
+            if self._floor_pending:
+                self._floor_pending = False
+                self._floor = self._swd_floor(trainer.datamodule)
             if self._floor is not None:
                 scores["val/swd_floor"] = self._floor
         if self._scores is not None:
