@@ -358,8 +358,11 @@ class PlainDescriptor(Plain):
             )  # fmt: skip
 
     def step(self, batch: dict[str, Tensor]) -> Tensor:
-        x = batch["image"]
         self.chains = synthesized = self.revise(self.chains)
+        return self.update(batch["image"], synthesized)
+
+    def update(self, x: Tensor, synthesized: Tensor) -> Tensor:
+        """The maximum-likelihood step on ``mean f(x̃) − mean f(x)``; its loss."""
         loss = self.net(synthesized).mean() - self.net(x).mean()
         self.opt.zero_grad()
         self.backward(loss)
@@ -380,12 +383,7 @@ class PlainCD(PlainDescriptor):
 
     def step(self, batch: dict[str, Tensor]) -> Tensor:
         x = batch["image"]
-        synthesized = self.revise(x)
-        loss = self.net(synthesized).mean() - self.net(x).mean()
-        self.opt.zero_grad()
-        self.backward(loss)
-        self.opt.step()
-        return loss.detach()
+        return self.update(x, self.revise(x))
 
 
 class PlainCoopNets(Plain):
