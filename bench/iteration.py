@@ -1,6 +1,6 @@
 """One whole training iteration of every method: the framework against a plain PyTorch loop doing the same arithmetic.
 
-    python bench/iteration.py [--quick] [--configs NAME ...] [--rounds 3] [--seconds 3] [--device cpu|cuda]
+    python bench/iteration.py [--quick] [--configs NAME ...] [--rounds 5] [--seconds 3] [--device cpu|cuda]
 
 **The framework** is what a user runs: the recipe through the command line, in this process (``lightning_ebm.cli``,
 ``fit --config conf/experiments/<recipe>.yaml`` with the flags below), so the Lightning loop, the method's
@@ -17,7 +17,9 @@ parameters frozen. It has no logging, no checks and no callbacks.
 **Timing.** Per configuration and round: the plain loop, the framework, the plain loop again (its ratio to the first
 is the measurement's own spread), each with warm-up iterations first, each timed per iteration (the framework by
 a callback at the start of successive batches, which excludes start-up, the first sample grid and the final save).
-Medians over the iterations of a run, then over the rounds. ``outside`` is the framework's share of an iteration
+Medians over the iterations of a run; each round's framework time over the geometric mean of its two plain
+runs, and its second plain run over its first (the noise), then the medians of these ratios over the rounds: pairing
+within a round keeps the machine's slow drifts out of the ratios. ``outside`` is the framework's share of an iteration
 spent outside the method's ``training_step`` and Lightning's ``optimizer_step`` (which holds training_step, backward
 and the update under automatic optimisation): the loop, batch transfer, batch-level callbacks and logging.
 
@@ -760,31 +762,42 @@ class Row:
     iters: int = 0
     warmup: int = 0
 
+    def ratios(self) -> tuple[float, float]:
+        """``(framework / plain, plain again / plain)``: the medians over the rounds of each round's own ratios, the
+        framework's against the geometric mean of the plain runs before and after it. Pairing within a round keeps
+        the machine's slow drifts (clock, other tenants) out of the ratio; the noise column is the same pairing of
+        the two plain runs."""
+        paired = [f / math.sqrt(p * a) for p, f, a in zip(self.plain, self.framework, self.again)]
+        noise = [a / p for p, a in zip(self.plain, self.again)]
+        return statistics.median(paired), statistics.median(noise)
+
     def markdown(self) -> str:
-        p, a, f = (statistics.median(v) for v in (self.plain, self.again, self.framework))
-        outside = statistics.median(self.outside)
+        ratio, noise = self.ratios()
+        p, outside = statistics.median(self.plain), statistics.median(self.outside)
         return (
-            f"| {self.config.label} | {p:.3f} | {a / p:.3f} | {f / p:.3f} | {outside:.1%} | {self.check} "
+            f"| {self.config.label} | {p:.3f} | {noise:.3f} | {ratio:.3f} | {outside:.1%} | {self.check} "
             f"| {self.iters} × {len(self.plain)} ({self.warmup}) |"
         )
 
 
 SLOW = 4
 """A configuration whose iteration takes more than ``SLOW × seconds`` runs one round of 3 iterations after 1 warm-up."""
+MAX_ITERS = 80
+"""The most timed iterations of one run (the fastest configurations: about ``seconds`` of them)."""
 
 
 def measure(
     name: str, config: Config, rounds: int, warmup: int, iters: int | None, seconds: float, device: str, root: Path
 ) -> Row:
     """Interleaved rounds of plain, framework, plain again; ``iters=None`` picks as many iterations as fill about
-    ``seconds`` per run (3 to 20), from the plain loop's warm-up."""
+    ``seconds`` per run (3 to :data:`MAX_ITERS`), from the plain loop's warm-up."""
     data = preloaded(config.shape, config.images, config.num_classes)
     items = [{k: v.to(device) for k, v in b.items()} for b in batches(data, config.batch)]
     probe = time_plain(config, items, warmup, 1, device)[0]  # untimed: the process's first iterations are slow
     if iters is None and probe > SLOW * seconds:  # tens of seconds an iteration (multigrid_paper on a CPU)
         iters, warmup, rounds = 3, 1, 1
     elif iters is None:
-        iters = max(3, min(20, round(seconds / max(probe, 1e-6))))
+        iters = max(3, min(MAX_ITERS, round(seconds / max(probe, 1e-6))))
     row = Row(config, iters=iters, warmup=warmup)
     for r in range(rounds):
         row.plain.append(statistics.median(time_plain(config, items, warmup, iters, device)))
@@ -802,7 +815,7 @@ def measure(
 def tables(
     quick: bool = False,
     configs: Sequence[str] | None = None,
-    rounds: int = 3,
+    rounds: int = 5,
     warmup: int = 2,
     iters: int | None = None,
     seconds: float = 3.0,
@@ -822,7 +835,8 @@ def tables(
     cpu = platform.processor() or platform.machine()
     return "\n".join([
         f"{device}; torch {torch.__version__}; {cpu}, {torch.get_num_threads()} threads; medians over the "
-        "iterations of a run, then over interleaved rounds of plain, framework, plain again.",
+        "iterations of a run; ratios within each interleaved round of plain, framework, plain again (the framework "
+        "against the geometric mean of the two plain runs), then their median over the rounds.",
         "",
         "| method, size (recipe) | plain s/iter | plain again / plain (noise) | framework / plain | framework time "
         "outside training_step | same arithmetic: gradient diff / loss diff | iterations × rounds (warm-up) |",
@@ -840,7 +854,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 iterations, one round (a smoke run)")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), help="which rows (default: all)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of plain, framework, plain again")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of plain, framework, plain again")
     parser.add_argument("--warmup", type=int, default=2, help="iterations before timing, in every run")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per run (default: about --seconds)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per run when --iters is not given")

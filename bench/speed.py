@@ -232,10 +232,12 @@ def iteration_table(quick: bool) -> list[str]:
 
 
 def startup_table(quick: bool) -> list[str]:
-    """Table 7: from the command to the first training step of the main job (``bench/startup.py``)."""
+    """Table 7: from the command to the first training step of the main job, and its phases (``bench/startup.py``)."""
     import startup  # bench/startup.py
 
-    return startup.table(startup.measure(1 if quick else 3)).splitlines()
+    rows = startup.table(startup.measure(1 if quick else 3)).splitlines()
+    return [*rows, "", "Where the `fit` row's time goes (one more process, `python bench/startup.py --phases`):", "",
+            *startup.phase_table(startup.phases()).splitlines()]  # fmt: skip
 
 
 SECTIONS = {  # name: (heading, table(quick, machine))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_ebm.process_clock import seconds_since_process_start
 
 SAMPLERS = ("langevin", "hmc", "infer_latent")
 """The sampler entry points of :mod:`lightning_ebm.mixins`: Langevin on x (``LangevinMixin.langevin``), HMC on x
@@ -22,17 +22,6 @@ DATA_ACTION = "train_dataloader_next"
 (``[_TrainingEpochLoop].train_dataloader_next``)."""
 
 KEYS = ("iteration_s", "step_s", "data_s", "sampler_s")
-
-
-def seconds_since_process_start() -> float | None:
-    """Wall seconds since this process was started (``exec`` of the interpreter, so from the command), read from
-    ``/proc/self/stat`` (to 1/100 s); ``None`` where there is no ``/proc`` (macOS, Windows)."""
-    try:
-        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: clock ticks after boot
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 class IterationTimer(Callback):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from callbacks import IterationTimer
-from callbacks.iteration_timer import SAMPLERS, seconds_since_process_start
+from callbacks.iteration_timer import SAMPLERS
+from lightning_ebm.process_clock import seconds_since_process_start
 from tests.conftest import DEBUG, TEXTURE, TINY, run_cli
 
 KEYS = ("time/iteration_s", "time/step_s", "time/data_s", "time/sampler_s", "time/sampler_share")
