@@ -73,26 +73,30 @@ class RequeueProbe(Callback):
 
 class SyncProbe(Callback):
     """Count, per training step, the values read back from the device (``aten._local_scalar_dense``: ``.item()``,
-    ``bool(tensor)``, ``.tolist()``) inside the method's ``training_step``: ``self.reads[step]``. The optimisers'
-    step counters are left out: torch keeps them on the CPU (unless ``capturable``), so reading them waits for
-    nothing."""
+    ``bool(tensor)``, ``.tolist()``) inside the method's step: ``self.reads[step]``. Under automatic optimisation
+    that is Lightning's ``optimizer_step``, which holds ``training_step``, the backward pass, the
+    ``on_before_optimizer_step`` hooks (gradient checks, scaling and caps) and the update; under manual optimisation,
+    ``training_step``, which does all of it itself. The optimisers' step counters are left out: torch keeps them on
+    the CPU (unless ``capturable``), so reading them waits for nothing."""
 
     def __init__(self) -> None:
         self.reads: dict[int, int] = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        step, probe = pl_module.training_step, self
+        self.name = "optimizer_step" if pl_module.automatic_optimization else "training_step"
+        step, probe = getattr(pl_module, self.name), self
 
         def counted(*args, **kwargs):
+            before = pl_module.global_step
             with _ScalarReads(trainer) as reads:
                 out = step(*args, **kwargs)
-            probe.reads[pl_module.global_step - (0 if pl_module.automatic_optimization else 1)] = reads.count
+            probe.reads[before] = reads.count
             return out
 
-        pl_module.training_step = counted
+        setattr(pl_module, self.name, counted)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del pl_module.training_step  # the class's own again
+        delattr(pl_module, self.name)  # the class's own again
 
 
 class _ScalarReads(TorchDispatchMode):

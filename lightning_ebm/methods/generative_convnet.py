@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from lightning_ebm.errors import UsageError
 from lightning_ebm.methods.base import EBMModule
-from lightning_ebm.methods.matconvnet import output_positions, scale_and_cap_gradients
+from lightning_ebm.methods.matconvnet import output_positions, parameter_layers, scale_and_cap_gradients
 from lightning_ebm.mixins import GradNormTracker, LangevinMixin, diagnostics
 from lightning_ebm.nets.descriptors import DescriptorFactory, TextureDescriptor, build_descriptor
 from lightning_ebm.samplers.banks import ChainBank
@@ -50,6 +50,9 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
             ``grad_cap`` so that the largest entry equals it (MatConvNet ``cap1``: 20/255 for textures, 8 for
             objects); ``None`` for no cap.
         bias_lr_multiplier: learning-rate multiplier of the biases (2 in the MatConvNet code).
+        layer_lr_multipliers: learning-rate multiplier of each layer of the descriptor that has parameters, in the
+            order of ``net.modules()`` (the MatConvNet object net: ``[1, 0.5, 0.2857]``, the last argument of
+            ``add_cnn_block`` in ``convNet_object.m``); biases get ``bias_lr_multiplier`` on top. ``None``: all 1.
         **kwargs: ``langevin_*`` (:class:`~lightning_ebm.mixins.LangevinMixin`) and ``sample_shape``,
             ``optimizer``, ``lr_scheduler`` (:class:`~lightning_ebm.methods.base.EBMModule`).
     """
@@ -65,10 +68,18 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
         grad_scaling: Literal["none", "positions"] = "none",
         grad_cap: float | None = None,
         bias_lr_multiplier: float = 1.0,
+        layer_lr_multipliers: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.net = build_descriptor(net, self.sample_shape)
+        layers = parameter_layers(self.net)
+        if layer_lr_multipliers is not None and len(layer_lr_multipliers) != len(layers):
+            raise UsageError(
+                f"layer_lr_multipliers={list(layer_lr_multipliers)} has {len(layer_lr_multipliers)} entries, but the "
+                f"descriptor has {len(layers)} layers with parameters ({', '.join(type(m).__name__ for m in layers)}): "
+                "give one multiplier per layer, or null"
+            )
         self.chains = ChainBank(n_chains, self.sample_shape)
         self._positions: dict[torch.nn.Parameter, int] | None = None
 
@@ -203,15 +214,22 @@ class GenerativeConvNet(LangevinMixin, EBMModule):
 
     # ---------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
-        """The injected optimiser, with the biases in a second group at ``bias_lr_multiplier`` × the rate."""
-        multiplier = self.hparams.bias_lr_multiplier
-        if multiplier == 1.0:
+        """The injected optimiser; with ``bias_lr_multiplier`` or ``layer_lr_multipliers``, one parameter group per
+        layer and kind (weights, biases), each at its multiple of the rate (so a scheduler scales them together)."""
+        bias, layer = self.hparams.bias_lr_multiplier, self.hparams.layer_lr_multipliers
+        if bias == 1.0 and layer is None:
             return super().configure_optimizers()
-        params = dict(self.named_parameters())
-        biases = [p for name, p in params.items() if name.endswith("bias")]
-        weights = [p for name, p in params.items() if not name.endswith("bias")]
-        optimizer = self.optimizer([{"params": weights}, {"params": biases}])
-        optimizer.param_groups[1]["lr"] *= multiplier
+        modules = [self] if layer is None else parameter_layers(self.net)  # None: two groups, weights and biases
+        groups: list[tuple[list[nn.Parameter], float]] = []
+        for i, module in enumerate(modules):
+            scale = 1.0 if layer is None else float(layer[i])
+            named = list(module.named_parameters(recurse=layer is None))
+            groups.append(([p for name, p in named if not name.endswith("bias")], scale))
+            groups.append(([p for name, p in named if name.endswith("bias")], scale * bias))
+        groups = [(params, scale) for params, scale in groups if params]
+        optimizer = self.optimizer([{"params": params} for params, _ in groups])
+        for group, (_, scale) in zip(optimizer.param_groups, groups):
+            group["lr"] *= scale
         return self.with_scheduler(optimizer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

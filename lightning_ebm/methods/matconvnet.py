@@ -35,6 +35,12 @@ def output_positions(net: nn.Module, sample_shape: Sequence[int]) -> dict[nn.Par
     return {param: n for module, n in sizes.items() for param in module.parameters(recurse=False)}
 
 
+def parameter_layers(net: nn.Module) -> list[nn.Module]:
+    """The modules of ``net`` that hold parameters themselves (its layers: convolutions, linear maps), in the order
+    of ``net.modules()``: what MatConvNet's per-layer ``learningRate`` is indexed by."""
+    return [m for m in net.modules() if next(m.parameters(recurse=False), None) is not None]
+
+
 @torch.no_grad()
 def scale_and_cap_gradients(positions: dict[nn.Parameter, int], cap: float | None) -> None:
     """Divide each gradient by its layer's output positions, then rescale any whose max-abs entry exceeds ``cap``."""
@@ -42,7 +48,5 @@ def scale_and_cap_gradients(positions: dict[nn.Parameter, int], cap: float | Non
         if param.grad is None:
             continue
         param.grad.div_(n)
-        if cap is not None:
-            largest = param.grad.abs().max()
-            if largest > cap:
-                param.grad.mul_(cap / largest)
+        if cap is not None:  # on the device: min(1, cap / max|g|), no host synchronisation
+            param.grad.mul_((cap / param.grad.abs().max()).clamp(max=1.0))

@@ -188,11 +188,17 @@ class ObjectDescriptor(Descriptor):
     N(0, 0.01²), biases 0, no normalisation. Padding is k//2 (TF's SAME pads one more pixel on the right and
     bottom for even sizes and stride 2: the output sizes agree).
 
+    The object descriptor of the MatConvNet code (``convNet_object.m``, which the generative ConvNet and CoopNets
+    codes use for object categories at 64×64) is this class with ``channels=[64, 128]``, ``kernel_sizes=[4, 2]``,
+    ``strides=[2, 1]``, ``paddings=[2, 2]``, ``activation=ReLU`` and ``n_out=2``: 64×64 → 33×33 → 36×36, then the
+    full-size layer (``conf/experiments/generative_convnet_imagenet_paper.yaml``).
+
     Args:
         sample_shape: ``(C, H, W)`` of one sample; the full-size layer is built for this ``H × W``.
         channels: output channels of each convolution.
         kernel_sizes: kernel size of each convolution.
         strides: stride of each convolution.
+        paddings: zero padding of each convolution on every side (``None``: ``k // 2`` for kernel size k).
         n_out: number of outputs of the full-size layer (summed).
         activation: the nonlinearity after each convolution (a class, or a callable making one).
         init_std: standard deviation of the Gaussian weight initialisation; ``None`` for PyTorch's default.
@@ -205,6 +211,7 @@ class ObjectDescriptor(Descriptor):
         channels: Sequence[int] = (64, 128, 256),
         kernel_sizes: Sequence[int] = (5, 3, 3),
         strides: Sequence[int] = (2, 2, 1),
+        paddings: Sequence[int] | None = None,
         n_out: int = 100,
         activation: Activation = LeakyReLU,
         init_std: float | None = 0.01,
@@ -212,11 +219,22 @@ class ObjectDescriptor(Descriptor):
         super().__init__(sample_shape)
         if len(self.sample_shape) != 3:
             raise ValueError(f"ObjectDescriptor needs a (C, H, W) sample shape, got {self.sample_shape}")
+        paddings = [k // 2 for k in kernel_sizes] if paddings is None else list(paddings)
+        if not len(channels) == len(kernel_sizes) == len(strides) == len(paddings):
+            raise ValueError(
+                f"ObjectDescriptor needs one kernel size, stride and padding per layer: channels={list(channels)}, "
+                f"kernel_sizes={list(kernel_sizes)}, strides={list(strides)}, paddings={paddings}"
+            )
         layers: list[nn.Module] = []
         c_in, h, w = self.sample_shape
-        for c_out, k, s in zip(channels, kernel_sizes, strides):
-            layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2), activation()]
-            c_in, h, w = c_out, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+        for c_out, k, s, pad in zip(channels, kernel_sizes, strides, paddings):
+            layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=pad), activation()]
+            c_in, h, w = c_out, (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+            if h < 1 or w < 1:
+                raise ValueError(
+                    f"ObjectDescriptor's layer {len(layers) // 2} (kernel {k}, stride {s}, padding {pad}) leaves no "
+                    f"output for samples of shape {self.sample_shape}: use larger images, or fewer or smaller layers"
+                )
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in * h * w, n_out)
         init_gaussian(self, init_std)

@@ -202,3 +202,38 @@ def test_matconvnet_gradient_family():
         scaled = raw[f"{name}.weight"] / n
         assert scaled.abs().max() > 1e-3  # the cap applies: the whole tensor is rescaled, not clamped
         torch.testing.assert_close(conv.weight.grad, scaled * (1e-3 / scaled.abs().max()))
+
+
+def test_layer_learning_rate_multipliers_as_the_matconvnet_object_code():
+    """convNet_object.m: layers at 1, 0.5 and 0.2857 of the rate, each layer's biases at twice its weights'."""
+    from lightning_ebm.nets import ObjectDescriptor
+
+    net = partial(ObjectDescriptor, channels=[4, 8], kernel_sizes=[4, 2], strides=[2, 1], paddings=[2, 2], n_out=2)
+    sgd = partial(torch.optim.SGD, lr=0.1, momentum=0.5)
+    model = make_model(net=net, bias_lr_multiplier=2.0, layer_lr_multipliers=[1.0, 0.5, 0.25], optimizer=sgd)
+    optimizer = model.configure_optimizers()
+    layers = [model.net.body[0], model.net.body[2], model.net.fc]
+    expected = [(layer.weight, lr) for layer, lr in zip(layers, [0.1, 0.05, 0.025])]
+    expected += [(layer.bias, 2 * lr) for layer, lr in zip(layers, [0.1, 0.05, 0.025])]
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(lr_of) == len(list(model.parameters()))
+    for param, lr in expected:
+        assert lr_of[id(param)] == pytest.approx(lr)
+
+
+def test_layer_learning_rate_multipliers_need_one_per_layer():
+    layers = len([m for m in make_model().net.modules() if next(m.parameters(recurse=False), None) is not None])
+    wrong = [1.0] * (layers + 1)
+    with pytest.raises(UsageError, match=rf"has {layers + 1} entries, but the descriptor has {layers} layers with"):
+        make_model(layer_lr_multipliers=wrong)
+
+
+def test_the_gradient_cap_waits_for_no_device_value(tmp_path):
+    """The MatConvNet scaling and cap act on the device: a training step that logs nothing reads nothing back."""
+    from tests.probes import SyncProbe
+
+    probe = SyncProbe()
+    model = make_model(grad_scaling="positions", grad_cap=1e-6, bias_lr_multiplier=2.0)
+    t = trainer(tmp_path, 3, callbacks=[probe], log_every_n_steps=50, enable_checkpointing=False)
+    t.fit(model, TextureDataModule("brick", image_size=16))
+    assert probe.reads == {0: 0, 1: 0, 2: 0}

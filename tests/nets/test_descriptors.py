@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_ebm.nets import LeakyReLU, MultigridDescriptor, ObjectDescriptor, TextureDescriptor
+from lightning_ebm.nets import LeakyReLU, MultigridDescriptor, ObjectDescriptor, ReLU, TextureDescriptor
 
 
 def _convs(net):
@@ -57,6 +57,25 @@ def test_object_descriptor_is_the_tf_coopnets_net():
 def test_object_descriptor_names_a_size_mismatch():
     with pytest.raises(ValueError, match=r"\(3, 64, 64\).*\(2, 3, 32, 32\)"):
         ObjectDescriptor((3, 64, 64))(torch.randn(2, 3, 32, 32))
+
+
+def test_object_descriptor_with_paddings_is_the_matconvnet_object_net():
+    """convNet_object.m: 4x4/2 pad 2 -> 64, 2x2/1 pad 2 -> 128 (ReLU), a full-size layer -> 2: 64 -> 33 -> 36."""
+    net = ObjectDescriptor(
+        (3, 64, 64), channels=[64, 128], kernel_sizes=[4, 2], strides=[2, 1], paddings=[2, 2], n_out=2,
+        activation=ReLU,
+    )  # fmt: skip
+    assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in _convs(net)] == [(4, 2, 2), (2, 1, 2)]
+    assert net.body(torch.zeros(1, 3, 64, 64)).shape == (1, 128, 36, 36)
+    assert net.fc.in_features == 128 * 36 * 36 and net.fc.out_features == 2
+    assert [type(m) for m in net.body if not isinstance(m, nn.Conv2d)] == [ReLU, ReLU]
+
+
+def test_object_descriptor_refuses_layers_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"one kernel size, stride and padding per layer.*paddings=\[1\]"):
+        ObjectDescriptor((1, 16, 16), channels=[4, 4], kernel_sizes=[3, 3], strides=[2, 2], paddings=[1])
+    with pytest.raises(ValueError, match=r"layer 2 \(kernel 9, stride 1, padding 0\) leaves no output"):
+        ObjectDescriptor((1, 16, 16), channels=[4, 4], kernel_sizes=[3, 9], strides=[2, 1], paddings=[1, 0])
 
 
 def test_multigrid_descriptors_are_the_released_code_per_grid():
