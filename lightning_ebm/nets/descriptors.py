@@ -191,7 +191,7 @@ class ObjectDescriptor(Descriptor):
     The object descriptor of the MatConvNet code (``convNet_object.m``, which the generative ConvNet and CoopNets
     codes use for object categories at 64×64) is this class with ``channels=[64, 128]``, ``kernel_sizes=[4, 2]``,
     ``strides=[2, 1]``, ``paddings=[2, 2]``, ``activation=ReLU`` and ``n_out=2``: 64×64 → 33×33 → 36×36, then the
-    full-size layer (``conf/experiments/generative_convnet_imagenet_paper.yaml``).
+    full-size layer (with ``GenerativeConvNet(layer_lr_multipliers=[1, 0.5, 0.2857])``, its per-layer rates).
 
     Args:
         sample_shape: ``(C, H, W)`` of one sample; the full-size layer is built for this ``H × W``.
