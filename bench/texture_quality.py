@@ -1,27 +1,45 @@
 """How close a trained texture model's samples are to the observed texture, and whether they are copies of it.
 
-    python bench/texture_quality.py [CKPT]      (default: the newest runs/texture/*/checkpoints/last.ckpt)
+    python bench/texture_quality.py [CKPT] [--finish K] [--picture PNG]
+                                          (default: the newest runs/texture/*/checkpoints/last.ckpt)
 
 Prints SWD ×10³ over Laplacian-pyramid patches (lightning_ebm.metrics.swd) of the samples against the observed
 image, next to the same score for references that need no model: other patches of the observed image itself (the
-floor: the noise of the estimate), the other scikit-image textures, and the observed pixels shuffled (same
-histogram, no structure). The crops are ``TextureDataModule.reference_samples``, those that
-``callbacks.SampleQuality`` scores as ``val/swd_floor`` during training. It also prints, for each sample, the largest
+floor: the noise of the estimate), those patches lightly blurred (what a sampler that gets the structure but not the
+finest detail would score), the other scikit-image textures, and the observed pixels shuffled (same histogram, no
+structure). The samples are scored twice: as the chains give them (the last noisy Langevin iterate) and after K more
+steps without noise (a noise-free finish: the nearest local mode of the model's density). The crops are
+``TextureDataModule.reference_samples``, those that ``callbacks.SampleQuality`` scores as ``val/swd_floor`` during
+training. It also prints, for each sample, the largest
 normalised cross-correlation with the observed image over every window (and circular shift): 1.0 means the sample is
 a copy of part of the observed image.
 """
 
+import argparse
 import importlib
-import sys
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import lightning_ebm.methods  # noqa: F401  (the classes checkpoints name)
+from callbacks.images import save_png, stage_grid
 from datamodules import TextureDataModule
 from lightning_ebm.lightning_private import split_cli_hparams
 from lightning_ebm.metrics import swd
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images (N, C, H, W)`` convolved with a Gaussian of ``sigma`` pixels (separable, reflected at the edges)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
 
 
 def best_match(sample: torch.Tensor, image: torch.Tensor) -> float:
@@ -41,25 +59,34 @@ def best_match(sample: torch.Tensor, image: torch.Tensor) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt", nargs="?", type=Path, default=None)
+    parser.add_argument("--finish", type=int, default=30, help="noise-free Langevin steps of the second scoring")
+    parser.add_argument("--picture", type=Path, default=None, help="write samples | observed crops as a PNG")
+    args = parser.parse_args()
     torch.set_flush_denormal(True)
-    ckpt = (
-        Path(sys.argv[1])
-        if len(sys.argv) > 1
-        else max(Path("runs").glob("texture/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    )
+    ckpt = args.ckpt or max(Path("runs").glob("texture/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     checkpoint = torch.load(ckpt, weights_only=True, map_location="cpu")
     data = {k: v for k, v in checkpoint["datamodule_hyper_parameters"].items() if not k.startswith("_")}
     observed = TextureDataModule(**data)
     module_name, class_name = split_cli_hparams(checkpoint["hyper_parameters"])[0].rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load_from_checkpoint(ckpt, map_location="cpu")
-    samples = model.sample(4)
+    n = min(4, model.chain_starts().shape[0]) if model.chain_starts() is not None else 4
+    samples = model.sample(n)
+    model.hparams.langevin_noise = False
+    finished = (
+        model.langevin(samples, n_steps=args.finish, rng=torch.Generator()).clamp(-1, 1) if args.finish else samples
+    )
     g = torch.Generator().manual_seed(0)  # one generator for every set of crops: each set is new crops
     reference = observed.reference_samples(4, generator=g)  # crops of the samples' size, or the whole images
     kw = {"patches_per_image": 1024, "seed": 0}
-    rows = [("samples (4)", swd(samples, reference, **kw))]
-    rows.append(
-        ("other patches of the observed image", swd(observed.reference_samples(4, generator=g), reference, **kw))
-    )
+    rows = [(f"samples ({n}), the chains' last iterate", swd(samples, reference, **kw))]
+    if args.finish:
+        rows.append((f"samples ({n}), after {args.finish} noise-free steps", swd(finished, reference, **kw)))
+    others = observed.reference_samples(4, generator=g)
+    rows.append(("other patches of the observed image (the floor)", swd(others, reference, **kw)))
+    for sigma in (0.5, 0.75, 1.0):
+        rows.append((f"other patches, blurred (Gaussian, {sigma} px)", swd(blur(others, sigma), reference, **kw)))
     for name in ("brick", "grass", "gravel"):
         if name != data["textures"]:
             size = {k: data[k] for k in ("image_size", "crop_size", "mode")}
@@ -77,6 +104,12 @@ def main() -> None:
     print(
         "\nlargest correlation with any window of the observed image, per sample:", " ".join(f"{c:.3f}" for c in corr)
     )
+    if args.picture:
+        stages = {"samples": samples, "observed crops": others[:n]}
+        picture = stage_grid(
+            stages, nrow=n, separators=["|"], title=[f"{data['textures']}, step {checkpoint['global_step']}"]
+        )
+        print(f"picture: {save_png(picture, args.picture)}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,50 @@ def load_model(ckpt_path: str | Path):  # -> EBMModule (torch is imported only h
     return cls.load_from_checkpoint(path, map_location="cpu")
 
 
+def mean_image(ckpt_path: str | Path, node: str, n: int, shape: tuple[int, ...]):  # -> Tensor (n, *shape)
+    """``n`` copies of the mean training image of the node's class (``class:<k>``), or of all training images, from
+    the DataModule the checkpoint records (``datamodule_hyper_parameters``).
+
+    Raises:
+        UsageError: the checkpoint records no DataModule, or its training set has no image of the class.
+    """
+    import importlib
+
+    import torch
+
+    from lightning_ebm.checkpoint_io import read_checkpoint
+    from lightning_ebm.lightning_private import split_cli_hparams
+
+    class_path, init_args = split_cli_hparams(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
+    if class_path is None:
+        raise UsageError(
+            f"--start mean: {ckpt_path} records no DataModule to take the mean image from; use --start noise"
+        )
+    module, _, name = class_path.rpartition(".")
+    data = getattr(importlib.import_module(module), name)(**init_args)
+    kind, _, k = node.partition(":")
+    items = (data.train_set[i] for i in range(len(data.train_set)))
+    images = [d["image"] for d in items if kind != "class" or int(d["label"]) == int(k)]
+    if not images:
+        raise UsageError(f"--start mean: {name}'s training set has no image of {node}; use --start noise")
+    mean = torch.stack(images).mean(0)
+    if tuple(mean.shape) != tuple(shape):
+        raise UsageError(f"--start mean: {name}'s images are {tuple(mean.shape)}, the node takes {shape}")
+    return mean.expand(n, *shape).clone()
+
+
+def class_agreement(model, node: str, x) -> str:
+    """For a ``class:<k>`` node of a classifier, how many samples ``x`` it classifies as k (else ``""``)."""
+    import torch
+
+    kind, _, k = node.partition(":")
+    if kind != "class" or not hasattr(model, "class_scores"):
+        return ""
+    with torch.no_grad():
+        hits = int((model.class_scores(x).argmax(1) == int(k)).sum())
+    return f"{hits} of {len(x)} classified as class {k} by the model"
+
+
 def visualize(
     ckpt_path: str,
     node: str = "score",
@@ -46,6 +90,8 @@ def visualize(
     sigma: float | None = None,
     step_size: float | None = None,
     leapfrog_steps: int = 10,
+    temperature: float = 1.0,
+    start: Literal["noise", "mean"] = "noise",
     seed: int = 0,
     out: str | None = None,
 ) -> Path:
@@ -61,6 +107,11 @@ def visualize(
         sigma: σ of the Gaussian reference; default: the model's own sampler σ.
         step_size: the initial HMC step size ε or the Langevin δ; default: the model's own, else σ/10.
         leapfrog_steps: leapfrog steps per HMC iteration.
+        temperature: T of the tempered node ``p_T(x) ∝ exp(f_node(x) / T) N(x; 0, σ² I)``; 1 is the paper's
+            model. T < 1 strengthens the node against the reference (the sampler stays exact for ``p_T``).
+        start: ``noise`` (N(0, σ² I) draws, as the paper) or ``mean``: every chain starts at the mean training
+            image of the node's class (``class:<k>``) or of all training images (other nodes), read through the
+            DataModule the checkpoint records.
         seed: seed of the starts and the noise.
         out: the PNG file to write; default: ``<run>/visualize/<node>.png`` beside the checkpoint's run.
 
@@ -73,10 +124,12 @@ def visualize(
         raise UsageError(f"--steps {steps}: the number of sampler steps cannot be negative (0 shows the starts)")
     if leapfrog_steps < 1:
         raise UsageError(f"--leapfrog_steps {leapfrog_steps}: an HMC iteration needs at least 1 leapfrog step")
+    if not temperature > 0:
+        raise UsageError(f"--temperature {temperature}: the tempered density exp(f / T) needs T > 0 (1: the model)")
     model = load_model(ckpt_path).eval()  # first: a missing file is refused before torch is imported
     import torch
 
-    from callbacks.images import make_grid, save_png, to_uint8
+    from callbacks.images import make_grid, save_png, stage_grid, to_uint8
     from lightning_ebm.mixins import AcceptanceTracker
     from lightning_ebm.nodes import describe_nodes, node_function
     from lightning_ebm.samplers import hmc, langevin
@@ -84,12 +137,13 @@ def visualize(
     if node == "list":
         print(describe_nodes(model))
         return Path(ckpt_path)
-    f, shape = node_function(model, node)
+    node_f, shape = node_function(model, node)
+    f = node_f if temperature == 1 else (lambda x: node_f(x) / temperature)
     hp = model.hparams
     own = ("hmc_sigma", "langevin_sigma") if sampler == "hmc" else ("langevin_sigma", "hmc_sigma")
     sigma = sigma or hp.get(own[0]) or hp.get(own[1]) or 1.0
     g = torch.Generator().manual_seed(seed)
-    x0 = sigma * torch.randn((n, *shape), generator=g)
+    x0 = sigma * torch.randn((n, *shape), generator=g) if start == "noise" else mean_image(ckpt_path, node, n, shape)
     tracker = AcceptanceTracker()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -104,14 +158,20 @@ def visualize(
         report = f"Langevin step size {delta:.3g}"
     if not torch.isfinite(x).all():
         raise UsageError(f"the chains of node {node} diverged at σ = {sigma:.3g}: lower --step_size or --sigma")
+    agreement = class_agreement(model, node, x)
     ckpt = Path(ckpt_path)
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     path = Path(out) if out else run / "visualize" / f"{node.replace(':', '-')}.png"
-    save_png(make_grid(to_uint8(x.clamp(-1, 1)) if x.dim() == 4 else to_uint8(x[:, :, None])), path)
+    settings = f"sigma {sigma:.3g}, T {temperature:g}, {steps} {sampler} steps from {start}"
+    if x.dim() == 4:
+        lines = [f"node {node}: {settings}"] + ([agreement] if agreement else [])
+        save_png(stage_grid({"samples": x.clamp(-1, 1)}, title=lines), path)
+    else:  # a sequence (sound): one row per sample
+        save_png(make_grid(to_uint8(x[:, :, None])), path)
     with torch.no_grad():
-        values = f(x)
-    print(f"{n} samples of node {node} (σ = {sigma:.3g}, {steps} steps; {report}); f_node mean "
-          f"{values.mean().item():.3g} → {path}")  # fmt: skip
+        values = node_f(x)
+    print(f"{n} samples of node {node} (σ = {sigma:.3g}, T = {temperature:g}, {steps} steps from {start}; {report}); "
+          f"f_node mean {values.mean().item():.3g}{'; ' + agreement if agreement else ''} → {path}")  # fmt: skip
     return path
 
 

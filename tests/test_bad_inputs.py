@@ -204,6 +204,7 @@ CASES = [
     Case(
         "visualize-no-leapfrog", ["visualize", "--ckpt_path", "x", "--leapfrog_steps", "0"], "refused", "at least 1 le"
     ),
+    Case("visualize-zero-temperature", ["visualize", "--ckpt_path", "x", "--temperature", "0"], "refused", "T > 0"),
     # ------------------------------------------------------------------------------------------ config files
     Case(
         "yaml-syntax-error",

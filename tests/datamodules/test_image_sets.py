@@ -228,9 +228,18 @@ def test_digits_that_scikit_learn_ships():
         DigitsDataModule(digits=[10])
 
 
-def test_lfw_faces_that_scikit_image_ships():
+def test_lfw_faces_that_scikit_image_ships_are_the_faces_not_the_background_crops():
     dm = LFWDataModule(val_fraction=0.1)
-    assert len(dm.train_set) == 180 and len(dm.val_set) == 20 and dm.sample_shape == (1, 25, 25)
+    assert len(dm.train_set) == 90 and len(dm.val_set) == 10 and dm.sample_shape == (1, 25, 25)
+    faces = torch.stack([dm.train_set[i]["image"] for i in range(90)])
+    others = LFWDataModule(subset="non_faces", val_fraction=0)
+    crops = torch.stack([others.train_set[i]["image"] for i in range(len(others.train_set))])
+    assert len(crops) == 100 and len(LFWDataModule(subset="all", val_fraction=0).train_set) == 200
+    # aligned faces have dark eyes above bright cheeks above a darker mouth: the mean face's row profile has a bump
+    # at the cheeks; the mean background crop's only brightens downwards
+    rows = lambda x, a, b: float(x.mean(0)[0, a:b].mean())  # noqa: E731
+    bump = lambda x: min(rows(x, 11, 13) - rows(x, 7, 9), rows(x, 11, 13) - rows(x, 16, 18))  # noqa: E731
+    assert bump(faces) > 0.1 and bump(crops) < 0
 
 
 def test_photo_patches_hold_out_the_bottom_of_each_photograph():

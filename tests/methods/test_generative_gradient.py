@@ -139,6 +139,20 @@ def test_recipe_fit_validate_and_visualize_any_node_through_the_cli(tmp_path, ca
     out = visualize(["--ckpt_path", ckpt, "--node", "class:3", "--n", "4", "--steps", "3"])
     assert out == run / "visualize" / "class-3.png" and out.stat().st_size > 0
     assert "HMC acceptance" in capsys.readouterr().out
+    # tempered, from the class's mean training digit: the picture says so, and how many the model calls a 3
+    out = visualize(["--ckpt_path", ckpt, "--node", "class:3", "--n", "4", "--steps", "0", "--start", "mean",
+                     "--temperature", "0.5", "--out", str(tmp_path / "mean.png")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "T = 0.5, 0 steps from mean" in printed and " of 4 classified as class 3 by the model" in printed
+    from PIL import Image
+
+    from datamodules import DigitsDataModule
+    from lightning_ebm.visualize import mean_image
+
+    assert min(Image.open(out).size) >= 256  # enlarged to be judged by eye, not 16x16 cells
+    train = DigitsDataModule(image_size=16, val_fraction=0.2).train_set
+    threes = torch.stack([d["image"] for d in map(train.__getitem__, range(len(train))) if d["label"] == 3])
+    assert torch.allclose(mean_image(ckpt, "class:3", 2, (1, 16, 16)), threes.mean(0).expand(2, 1, 16, 16))
     layer = tmp_path / "layer.png"
     visualize(["--ckpt_path", ckpt, "--node", "layer:net.features.0:7", "--sampler", "langevin",
               "--steps", "3", "--out", str(layer)])  # fmt: skip
