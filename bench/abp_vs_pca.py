@@ -3,9 +3,9 @@
     python bench/abp_vs_pca.py [--steps 600] [--eval-steps 300]
 
 The paper's comparison (Han et al., AAAI 2017, §5): a generator learned by ABP is a non-linear factor analysis,
-PCA the linear one. Both get the 180 training faces of ``conf/experiments/abp_faces.yaml`` (scikit-image's LFW subset
+PCA the linear one. Both get the 90 training faces of ``conf/experiments/abp_faces.yaml`` (scikit-image's LFW subset
 at 32×32, per-image min-max to [-1, 1]) and the same latent dimension; the table gives the mean squared error per
-pixel of reconstructing the training faces and the 20 held-out ones. ABP reconstructs a face from the latent vector it
+pixel of reconstructing the training faces and the 10 held-out ones. ABP reconstructs a face from the latent vector it
 kept for it in training, or by inferring one (``--eval-steps`` of gradient descent on ‖x − g(z)‖²/(2s²) + ‖z‖²/2 from
 a draw of N(0, I)); PCA projects it on its first d components.
 """

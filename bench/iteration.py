@@ -713,8 +713,11 @@ def time_framework(
 
 # ----------------------------------------------------------------------------------------- the arithmetic check
 def settings(opt: torch.optim.Optimizer) -> tuple[str, list[dict[str, Any]]]:
-    """An optimiser's class and its groups' settings (learning rate, betas, ...)."""
-    return type(opt).__name__, [{k: _plain(v) for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    """An optimiser's class and its groups' settings (learning rate, betas, ...), without ``initial_lr``, which a
+    learning-rate scheduler adds (the recipe's scheduler leaves the first iteration's rate at the optimiser's)."""
+    return type(opt).__name__, [
+        {k: _plain(v) for k, v in g.items() if k not in ("params", "initial_lr")} for g in opt.param_groups
+    ]
 
 
 def check_arithmetic(config: Config, timer: IterationTimer, items: list[dict[str, Tensor]], device: str) -> str:

@@ -7,7 +7,9 @@ Trains ``conf/experiments/generative_gradient_digits.yaml`` three ways for the s
 generative, then discriminative; discriminative only; generative throughout), then samples every class node
 ``p_T(x | k) ∝ exp(f_k(x) / T) N(x; 0, σ² I)`` by exact HMC (``lightning_ebm.visualize``'s sampler) under a grid of
 settings: σ, the temperature T, the HMC iterations, and the start (N(0, σ² I) noise, or the class's mean training
-digit). Each sample is judged twice: by the classifier itself (``class_scores``), and by a judge that never saw the
+digit). With a ReLU classifier ``f_k`` is piecewise linear, so ``p_T`` is piecewise Gaussian with covariance σ² I
+whatever T: T moves each piece's mean (by σ² ∂f_k/∂x / T) and only σ sets the pixel noise around it.
+Each sample is judged twice: by the classifier itself (``class_scores``), and by a judge that never saw the
 classifier, the majority of its 5 most correlated training digits (a sample must look like real digits of its class
 to pass; the judge scores the held-out real digits as the yardstick). Writes the best setting's samples of each
 classifier, one column per class (default ``bench/node_visualisation.png``).
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 from budget import ROOT, train_for
+from object_novelty import correlations
 
 from callbacks.images import save_png, stage_grid
 from datamodules import DigitsDataModule
@@ -38,10 +41,7 @@ def digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def judge(x: torch.Tensor, train: torch.Tensor, labels: torch.Tensor, k: int = 5) -> torch.Tensor:
     """The majority label of each image's ``k`` most correlated training digits (Pearson, pixel against pixel)."""
-    a, b = x.flatten(1), train.flatten(1)
-    a = (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True).clamp_min(1e-8)
-    b = (b - b.mean(1, keepdim=True)) / b.std(1, keepdim=True).clamp_min(1e-8)
-    nearest = (a @ b.T).topk(k, dim=1).indices
+    nearest = correlations(x, train).topk(k, dim=1).indices
     return labels[nearest].mode(dim=1).values
 
 
@@ -85,6 +85,8 @@ def main() -> None:
         (1.0, 1.0, 100, "mean"),
         (1.0, 0.3, 100, "mean"),
         (1.0, 0.1, 100, "mean"),
+        (0.2, 0.04, 100, "noise"),  # σ² / T = 1: the mean moves as at σ = T = 1, the noise is 5x smaller
+        (0.1, 0.01, 100, "noise"),
     ]
     n = 10 * args.per_class
     wanted = torch.arange(10).repeat_interleave(args.per_class)

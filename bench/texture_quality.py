@@ -58,6 +58,20 @@ def best_match(sample: torch.Tensor, image: torch.Tensor) -> float:
     return float((F.conv2d(image[None], s[None]) / n / std).max())
 
 
+def stride_power(images: torch.Tensor, stride: int) -> tuple[float, float]:
+    """The share of ``images (N, C, H, W)``'s power (each image's mean removed) at the period ``stride`` pixels:
+    at the horizontal frequencies ``k / stride`` (vertical stripes, k = 1 … stride − 1), and at the vertical ones.
+    A strided first layer's input gradient carries a pattern of that period, which Langevin writes into samples."""
+    h, w = (images.shape[-2] // stride) * stride, (images.shape[-1] // stride) * stride
+    x = images[..., :h, :w]
+    x = x - x.mean(dim=(-1, -2), keepdim=True)
+    p = torch.fft.fft2(x).abs().pow(2).mean(dim=(0, 1))
+    p = p / p.sum()
+    across = [k * w // stride for k in range(1, stride)]
+    down = [k * h // stride for k in range(1, stride)]
+    return float(p[0, across].sum()), float(p[down, 0].sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt", nargs="?", type=Path, default=None)
@@ -104,6 +118,15 @@ def main() -> None:
     print(
         "\nlargest correlation with any window of the observed image, per sample:", " ".join(f"{c:.3f}" for c in corr)
     )
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    stride = convs[0].stride[0] if convs else 1
+    if stride > 1:
+        crops = observed.reference_samples(16, generator=g)
+        a, b = stride_power(samples, stride), stride_power(crops, stride)
+        print(
+            f"power at the first layer's stride period ({stride} px), samples over observed crops: "
+            f"{a[0] / b[0]:.2f} in vertical stripes, {a[1] / b[1]:.2f} in horizontal ones"
+        )
     if args.picture:
         stages = {"samples": samples, "observed crops": others[:n]}
         picture = stage_grid(

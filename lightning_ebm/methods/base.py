@@ -337,7 +337,7 @@ class EBMModule(LightningModule):
         if attached_trainer(self) is not None:
             for i, opt in enumerate(self.trainer.optimizers):
                 settings[f"lr[{i}]" if len(self.trainer.optimizers) > 1 else "lr"] = opt.param_groups[0]["lr"]
-        shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
         return DivergenceError(
             f"{what} became NaN or infinite at training step {step}. Training stopped before "
             f"saving this state, so the last checkpoint is the last good one. Lower the Langevin step size or "
