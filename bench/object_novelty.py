@@ -10,7 +10,6 @@ beside their nearest training images (default: ``<run>/novelty.png``).
 """
 
 import argparse
-import importlib
 from pathlib import Path
 
 import torch
@@ -18,8 +17,7 @@ import torch
 from callbacks.images import save_png, stage_grid
 from lightning_ebm.checkpoint_io import read_checkpoint
 from lightning_ebm.errors import UsageError
-from lightning_ebm.lightning_private import split_cli_hparams
-from lightning_ebm.visualize import load_model
+from lightning_ebm.visualize import load_datamodule, load_model
 
 
 def correlations(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -56,9 +54,8 @@ def main() -> None:
         model = load_model(args.ckpt).eval()
     except UsageError as err:
         parser.error(str(err).replace("--ckpt_path ", ""))
-    class_path, data_args = split_cli_hparams(read_checkpoint(args.ckpt)["datamodule_hyper_parameters"])
-    module, _, name = class_path.rpartition(".")
-    data = getattr(importlib.import_module(module), name)(**data_args)
+    data = load_datamodule(args.ckpt, "object_novelty.py needs the training images")
+    name = type(data).__name__
     train = stack(data.train_set)
     held = stack(data.val_set) if data.val_set is not None else None
     with torch.no_grad():

@@ -37,6 +37,24 @@ def load_model(ckpt_path: str | Path):  # -> EBMModule (torch is imported only h
     return cls.load_from_checkpoint(path, map_location="cpu")
 
 
+def load_datamodule(ckpt_path: str | Path, why: str):  # -> LightningDataModule
+    """The DataModule a checkpoint records (``datamodule_hyper_parameters``), built again.
+
+    Raises:
+        UsageError: the checkpoint records none (``why`` says what needed it).
+    """
+    import importlib
+
+    from lightning_ebm.checkpoint_io import read_checkpoint
+    from lightning_ebm.lightning_private import split_cli_hparams
+
+    class_path, init_args = split_cli_hparams(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
+    if class_path is None:
+        raise UsageError(f"{why}: {ckpt_path} records no DataModule")
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**init_args)
+
+
 def mean_image(ckpt_path: str | Path, node: str, n: int, shape: tuple[int, ...]):  # -> Tensor (n, *shape)
     """``n`` copies of the mean training image of the node's class (``class:<k>``), or of all training images, from
     the DataModule the checkpoint records (``datamodule_hyper_parameters``).
@@ -44,20 +62,10 @@ def mean_image(ckpt_path: str | Path, node: str, n: int, shape: tuple[int, ...])
     Raises:
         UsageError: the checkpoint records no DataModule, or its training set has no image of the class.
     """
-    import importlib
-
     import torch
 
-    from lightning_ebm.checkpoint_io import read_checkpoint
-    from lightning_ebm.lightning_private import split_cli_hparams
-
-    class_path, init_args = split_cli_hparams(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
-    if class_path is None:
-        raise UsageError(
-            f"--start mean: {ckpt_path} records no DataModule to take the mean image from; use --start noise"
-        )
-    module, _, name = class_path.rpartition(".")
-    data = getattr(importlib.import_module(module), name)(**init_args)
+    data = load_datamodule(ckpt_path, "--start mean (use --start noise)")
+    name = type(data).__name__
     kind, _, k = node.partition(":")
     items = (data.train_set[i] for i in range(len(data.train_set)))
     images = [d["image"] for d in items if kind != "class" or int(d["label"]) == int(k)]
