@@ -10,6 +10,7 @@ from callbacks.iteration_timer import IterationTimer
 from callbacks.metric_curves import MetricCurves
 from callbacks.progress import StepProgressBar
 from callbacks.requeue import SlurmRequeue
+from callbacks.run_directory import SharedRunDirectory
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.sample_writer import SampleWriter
@@ -24,6 +25,7 @@ __all__ = [
     "SampleGrid",
     "SampleQuality",
     "SampleWriter",
+    "SharedRunDirectory",
     "SlurmRequeue",
     "StepProgressBar",
 ]

@@ -4,6 +4,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from datamodules.loading import EpochShuffle, ImageLoader, SeededItems
@@ -35,13 +36,30 @@ class ResumableData(LightningDataModule):
         return ImageLoader(SeededItems(dataset), skip_batches=skip, sampler=sampler, **kwargs)
 
     def state_dict(self) -> dict[str, int]:
-        """The shuffling seed and the batches of the current epoch already trained on (saved in checkpoints)."""
+        """The shuffling seed, the batches of the current epoch already trained on by each process, and the number of
+        processes (saved in checkpoints)."""
         if self._shuffle_seed is None:
             return {}
         done = 0 if self.trainer is None else batches_processed_this_epoch(self.trainer)
-        return {"shuffle_seed": self._shuffle_seed, "batches_done": done}
+        world = 1 if self.trainer is None else self.trainer.world_size
+        return {"shuffle_seed": self._shuffle_seed, "batches_done": done, "world_size": world}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Continue the checkpointed run's order of batches (called before the loaders are made)."""
+        """Continue the checkpointed run's order of batches (called before the loaders are made).
+
+        On another number of processes the order continues too: ``W`` processes that each trained ``k`` batches of
+        ``B`` have used the first ``k·B·W`` examples of the epoch's shuffled order (Lightning's DistributedSampler
+        deals that order out in turn), so ``W'`` processes skip ``k·W / W'`` batches each. When that is not a whole
+        number it is rounded down, and fewer than ``B·W'`` examples of the epoch are seen twice.
+        """
         self._shuffle_seed = state_dict.get("shuffle_seed", self._shuffle_seed)
-        self._resume_batches = state_dict.get("batches_done", 0)
+        done = state_dict.get("batches_done", 0)
+        saved = state_dict.get("world_size", 1)
+        world = 1 if self.trainer is None else self.trainer.world_size
+        self._resume_batches = done * saved // world
+        if done and done * saved % world:
+            rank_zero_warn(
+                f"the checkpoint's {saved} process(es) had each trained {done} batches of this epoch, which {world} "
+                f"process(es) cannot share out evenly: each skips {self._resume_batches}, so a few examples of this "
+                "epoch are seen twice"
+            )

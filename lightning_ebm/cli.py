@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 import callbacks  # noqa: F401  (registers the callback classes for short names in configs)
 import datamodules  # noqa: F401  (registers the DataModules for ``--data TextureDataModule``)
 import lightning_ebm.methods  # noqa: F401  (registers the methods for ``--model GenerativeConvNet``)
-from callbacks import MetricCurves, RunCheckpoint, SampleWriter, SlurmRequeue, StepProgressBar
+from callbacks import MetricCurves, RunCheckpoint, SampleWriter, SharedRunDirectory, SlurmRequeue, StepProgressBar
 from lightning_ebm import recipes
 from lightning_ebm.argv import CKPT_KEYWORDS, check_ckpt_path, flag_value, program
 from lightning_ebm.checkpoint_io import AtomicCheckpointIO, newest_intact, read_checkpoint, remove_partial_saves
@@ -44,8 +44,9 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # Warnings that a run of a shipped recipe would print and that say nothing to its user; each with the reason.
 QUIET = (
-    # Lightning's own deprecation, raised inside Lightning
+    # Lightning's own deprecations, raised inside Lightning (its all_gather calls torch's deprecated autograd one)
     r".*isinstance\(treespec, LeafSpec\)",
+    r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
     # one-image texture sets are map-style datasets of one batch; both warnings misread that as a mistake
     r"Your `IterableDataset` has `__len__` defined",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
@@ -114,8 +115,14 @@ def _new_dir(parent: Path, name: str) -> Path:
 
 
 def _rank_zero_process() -> bool:
-    """Whether this is the process the user started (not a DDP worker that Lightning or srun launched)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) == 0
+    """Whether this is the process the user started, or global rank zero of processes that a launcher started: not a
+    DDP worker that Lightning, ``srun``, ``torchrun`` or another launcher started. Launchers say which process is which
+    by ``RANK`` (``torchrun``), ``SLURM_PROCID`` (``srun``), or only ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's
+    convention for processes that it did not start itself: rank zero is local rank 0 of node 0)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name):
+            return int(os.environ[name]) == 0
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("NODE_RANK", "GROUP_RANK", "LOCAL_RANK"))
 
 
 def _config_files(config: Any) -> tuple[list[Path], list[Path]]:
@@ -237,7 +244,9 @@ class EBMCLI(LightningCLI):
     - configs are parsed in jsonargparse's ``omegaconf+`` mode: ``${.key}`` interpolations resolve after
       command-line overrides, so one override reaches every use;
     - every run writes everything (resolved config, ``checkpoints/`` with ``last.ckpt``, samples, logger files)
-      under one run directory ``<trainer.default_root_dir>/<recipe>/<time>``, printed at the start; a summary of
+      under one run directory ``<trainer.default_root_dir>/<recipe>/<time>`` (``job-<id>`` in a SLURM or torchrun
+      job), the same for every process however they were launched (:class:`callbacks.SharedRunDirectory`), printed
+      at the start; a summary of
       where things are is printed at the end; ``fit --ckpt_path last`` continues the newest run of the recipe in its
       own directory (so does ``--ckpt_path`` of a run's checkpoint), and ``validate``/``test``/``predict
       --ckpt_path FILE`` write into ``<run of FILE>/<subcommand>-<time>``;
@@ -384,7 +393,7 @@ class EBMCLI(LightningCLI):
             given = [*given, MetricCurves()]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             given = [*given, StepProgressBar()]
-        trainer["callbacks"] = given
+        trainer["callbacks"] = [SharedRunDirectory(), *given]
         trainer["logger"] = with_csv_logger(trainer.get("logger"), self.run_dir)
         trainer["plugins"] = with_atomic_checkpoints(trainer.get("plugins"), trainer.get("strategy"))
         interval = trainer.get("val_check_interval")
@@ -415,18 +424,23 @@ class EBMCLI(LightningCLI):
             return ckpt.parent.parent.parent.name
         return str(config.model.class_path).rsplit(".", 1)[-1].lower()
 
-    def _run_dir(self, config: Any) -> Path:
+    def _run_dir(self, config: Any) -> Path | None:
         """Where this run writes; the same for every process of one run (see :class:`EBMCLI`). A new directory is
-        created here, atomically: runs started at the same moment each get their own."""
+        created here, atomically: runs started at the same moment each get their own. ``None``: this is a process of
+        a launcher other than global rank zero, where the run needs a new directory; it takes rank zero's once the
+        processes have met (:class:`callbacks.run_directory.SharedRunDirectory`)."""
         if os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])
         root = Path(config.trainer.default_root_dir or "runs")
         recipe = self._recipe(config)
         ckpt = config.get("ckpt_path")
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        job = job if job and job != "none" else None
+        new_dir = _new_dir if _rank_zero_process() else lambda parent, name: None
         if self.subcommand != "fit":
             if ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
-                return _new_dir(Path(ckpt).parent.parent, f"{self.subcommand}-{_stamp()}")
-            return _new_dir(root / recipe, f"{self.subcommand}-{_stamp()}")
+                return new_dir(Path(ckpt).parent.parent, f"{self.subcommand}-{_stamp()}")
+            return new_dir(root / recipe, f"{self.subcommand}-{_stamp()}")
         if ckpt == "last":
             saved = sorted(root.glob(f"{recipe}/*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
             if saved:
@@ -436,11 +450,10 @@ class EBMCLI(LightningCLI):
             )
         elif ckpt and Path(ckpt).is_file() and Path(ckpt).parent.name == "checkpoints":
             return Path(ckpt).parent.parent  # a run's own checkpoint: the run continues in its directory
-        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
-        if job and job != "none":
+        if job:
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
             return root / recipe / (f"job-{job}" + (f"-{task}" if task else ""))
-        return _new_dir(root / recipe, _stamp())
+        return new_dir(root / recipe, _stamp())
 
     def _resume_from(self, config: Any, run_dir: Path) -> None:
         """Before a resume in ``run_dir``: remove what interrupted saves left, and read ``--ckpt_path last`` as the
@@ -466,7 +479,8 @@ class EBMCLI(LightningCLI):
             refuse_other_method(self._ckpt_method, asked, f"--ckpt_path {config.get('ckpt_path')}")
         try:
             run_dir = self._run_dir(config)
-            run_dir.mkdir(parents=True, exist_ok=True)
+            if run_dir is not None:
+                run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UsageError(
                 f"--trainer.default_root_dir {config.trainer.default_root_dir}: cannot make the run directory "
@@ -474,6 +488,10 @@ class EBMCLI(LightningCLI):
             ) from err
         if self.subcommand == "fit" and config.get("ckpt_path") and _rank_zero_process():
             self._resume_from(config, run_dir)
+        if run_dir is None:  # rank zero's directory is given to this process in setup (SharedRunDirectory)
+            self.run_dir = Path(config.trainer.default_root_dir or "runs")
+            self._launcher = False
+            return
         os.environ[RUN_DIR_ENV] = str(run_dir)
         self.run_dir = run_dir
         config.trainer.default_root_dir = str(run_dir)

@@ -153,3 +153,8 @@ def condense(message: str, options: Iterable[str] = ()) -> str:
             return f"--{key.group(1)}={got.group(2)}: expected {got.group(1)}"
         return f"--{key.group(1)}: {detail}"
     return lines[0] if lines else "invalid arguments"
+
+
+class ResumedElsewhereWarning(UserWarning):
+    """A run resumed from a checkpoint of another number of processes (or another chain count): it continues from the
+    saved state, dealt out again, but not exactly as the uninterrupted run would have."""

@@ -49,19 +49,24 @@ class IndexProbe(Callback):
         torch.save(torch.tensor(self.seen), Path(trainer.default_root_dir) / f"indices_rank{trainer.global_rank}.pt")
 
 
-class RequeueProbe(Callback):
-    """For the SLURM test: each (re)start writes ``start_<n>_rank<r>.pt`` (the step it starts from and this rank's
-    chains); rank zero keeps ``progress.txt`` at the current step; every step sleeps ``seconds`` so that the test can
-    signal the job mid-run."""
-
-    def __init__(self, seconds: float = 0.2) -> None:
-        self.seconds = seconds
+class StartProbe(Callback):
+    """Each (re)start writes ``start_<n>_rank<r>.pt``: the step it starts from, this rank's chains and its noise
+    generator's state, as the run is about to take its first step."""
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         run, rank = Path(trainer.default_root_dir), trainer.global_rank
         n = len(list(run.glob(f"start_*_rank{rank}.pt")))
-        state = {"global_step": trainer.global_step, "chains": pl_module.chains.rank_state()}  # None before step 1
+        chains = pl_module.chains.rank_state()  # None before step 1
+        state = {"global_step": trainer.global_step, "chains": chains, "rng": pl_module.rng.get_state()}
         torch.save(state, run / f"start_{n}_rank{rank}.pt")
+
+
+class RequeueProbe(StartProbe):
+    """For the SLURM test: a :class:`StartProbe`; rank zero also keeps ``progress.txt`` at the current step, and every
+    step sleeps ``seconds`` so that the test can signal the job mid-run."""
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         import time

@@ -13,14 +13,15 @@ from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_dirs
 DDP = str(ROOT / "conf" / "trainer" / "ddp.yaml")
 
 
-def run_ddp(args: list[str], root: Path) -> None:
-    """``python -m lightning_ebm fit`` on two CPU processes (gloo), as a user launches it."""
+def run_ddp(args: list[str], root: Path, devices: int = 2) -> str:
+    """``python -m lightning_ebm fit`` on ``devices`` CPU processes (gloo), as a user launches it; its stderr."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     env.pop("LIGHTNING_EBM_RUN_DIR", None)
     cmd = [sys.executable, "-m", "lightning_ebm", "fit", "--config", DEBUG, "--config", DDP, *args]
-    cmd += ["--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.default_root_dir={root}"]
+    cmd += ["--trainer.accelerator=cpu", f"--trainer.devices={devices}", f"--trainer.default_root_dir={root}"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
+    return out.stderr
 
 
 @pytest.mark.slow
@@ -149,3 +150,34 @@ def test_two_process_resume_continues_exactly(tmp_path):
         assert torch.equal(value, b["state_dict"][key]), key
     for key in ("bank.chains", "rng"):
         assert torch.equal(a["ebm_state"][key], b["ebm_state"][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_a_resume_on_another_number_of_processes_deals_the_saved_chains_out_and_says_so(before, after, tmp_path):
+    """Every rank of the resumed run starts from saved chains, dealt out in rank order (never from fresh ones), a
+    rank without a saved noise generator gets a new seed, and one warning says all of it."""
+    args = ["--config", TEXTURE, *TINY, "--model.n_chains=2", "--trainer.callbacks+=tests.probes.StartProbe"]
+    run_ddp([*args, "--trainer.max_steps=3"], tmp_path, devices=before)
+    (run,) = run_dirs(tmp_path)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ebm_state"]
+    log = run_ddp([*args, "--trainer.max_steps=5", "--ckpt_path=last"], tmp_path, devices=after)
+    said = " ".join(log.split())
+    assert f"was saved by {before} process(es) and this run has {after}: the run continues from it" in said, log
+    assert f"the {2 * before} saved chains (2 on each of {before} processes) were pooled in rank order" in said
+    assert ("draw from new seeds" if after > before else "are left out") in said
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 5 and ckpt["ebm_state"]["world_size"] == after
+    pool = saved["bank.chains"].flatten(0, 1)
+    for rank in range(after):
+        newest = sorted(run.glob(f"start_*_rank{rank}.pt"))[-1]  # rank 1 of (1, 2) starts for the first time
+        start = torch.load(newest, weights_only=True)
+        assert start["global_step"] == 3
+        assert torch.equal(start["chains"], pool[(torch.arange(2) + 2 * rank) % len(pool)])
+        if rank < before:  # the saved generator continues; a new rank's is seeded afresh, apart from rank zero's
+            assert torch.equal(start["rng"], saved["rng"][rank])
+        else:
+            assert not torch.equal(start["rng"], saved["rng"][0])
+    if after > 1:  # rank 1 started from rank 0's chains; its own noise set them apart
+        assert not torch.equal(ckpt["ebm_state"]["bank.chains"][0], ckpt["ebm_state"]["bank.chains"][1])

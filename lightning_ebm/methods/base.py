@@ -10,9 +10,10 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_ebm.errors import UsageError, imported, suggest
+from lightning_ebm.errors import ResumedElsewhereWarning, UsageError, imported, suggest
 from lightning_ebm.lightning_private import (
     attached_trainer,
     cli_hparams,
@@ -420,14 +421,35 @@ class EBMModule(LightningModule):
         if not state:
             return
         rank, world = self.global_rank, self._world_size()
+        notes = []
         for name, bank in self._banks().items():
             if f"bank.{name}" in state:
-                bank.restore(state[f"bank.{name}"], rank, world)
+                note = bank.restore(state[f"bank.{name}"], rank, world)
+                notes += [f"{name}: {note}"] if note else []
         states = state.get("rng")
         if states is not None and rank < states.shape[0]:
             # a copy: set_state of a row view (a non-zero storage offset) crashed rank 1 with a segfault on resume
             self._saved_rng_state = states[rank].clone()
             self._rng = None
+        saved_world = int(state.get("world_size", 1 if states is None else states.shape[0]))
+        if saved_world != world:
+            kept = min(saved_world, world)
+            notes.append(
+                f"the noise generators of {_ranks(0, kept)} continue the saved ones"
+                + (f", {_ranks(kept, world)} draw from new seeds" if world > saved_world else "")
+                + (f", those of saved {_ranks(kept, saved_world)} are left out" if saved_world > world else "")
+            )
+        if notes:
+            rank_zero_warn(
+                f"{source} was saved by {saved_world} process(es) and this run has {world}: the run continues from it, "
+                f"but not exactly as an uninterrupted run would: {'; '.join(notes)}",
+                category=ResumedElsewhereWarning,
+            )
+
+
+def _ranks(first: int, end: int) -> str:
+    """``rank 3`` or ``ranks 3-7`` for the ranks ``first … end − 1``."""
+    return f"rank {first}" if end - first == 1 else f"ranks {first}-{end - 1}"
 
 
 MAX_CHANNELS = 16

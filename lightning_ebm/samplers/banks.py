@@ -6,7 +6,6 @@ out of ``state_dict`` keeps it out of weight averaging (``WeightAveraging`` aver
 ``load_state_dict(strict=True)`` shape checks.
 """
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -20,8 +19,10 @@ class Bank:
         """This rank's state as one tensor (gathered across ranks at checkpoint time), or ``None`` if empty."""
         raise NotImplementedError
 
-    def restore(self, gathered: Tensor, rank: int, world_size: int) -> None:
-        """Restore this rank's state from the ``(W_saved, ...)`` stack of every saved rank's state."""
+    def restore(self, gathered: Tensor, rank: int, world_size: int) -> str | None:
+        """Restore this rank's state from the ``(W_saved, ...)`` stack of every saved rank's state; ``None`` when every
+        rank got exactly its own state back, else one sentence (the same on every rank) saying how the saved state was
+        given out, which the host reports once."""
         raise NotImplementedError
 
 
@@ -84,28 +85,40 @@ class ChainBank(Bank):
         """The chains of this rank, or ``None`` before the first step."""
         return self.chains
 
-    def restore(self, gathered: Tensor, rank: int, world_size: int) -> None:
+    def restore(self, gathered: Tensor, rank: int, world_size: int) -> str | None:
         """Take this rank's chains from the saved ``(W_saved, N_saved, *shape)`` stack.
 
-        With the same world size and chain count each rank gets back exactly its own chains. Otherwise the saved
-        chains are pooled and dealt out again in order (cycling if there are fewer than needed), with a warning.
+        With the same world size and chain count each rank gets back exactly its own chains. Otherwise (a run resumed
+        on another number of processes, or with another ``n_chains``) the saved chains are pooled in rank order,
+        ``W_saved × N_saved`` of them, and dealt out again in that order: rank ``r`` takes chains ``r·n_chains …
+        (r+1)·n_chains − 1`` of the pool, cycling through the pool when it holds fewer than ``world_size ×
+        n_chains`` (some chains then start twice, on different ranks or rows, and part ways at their first noise).
+        Every chain continues from a saved state; none starts afresh. Returns what was done, for the host to report.
         """
         if tuple(gathered.shape[2:]) != self.shape:
             raise ValueError(
                 f"the checkpoint's chains have sample shape {tuple(gathered.shape[2:])} but this model samples "
                 f"{self.shape}: use the data settings (image size, channels) the checkpoint was trained with"
             )
-        if gathered.shape[0] == world_size and gathered.shape[1] == self.n_chains:
+        saved_world, saved_chains = gathered.shape[:2]
+        if saved_world == world_size and saved_chains == self.n_chains:
             self.chains = gathered[rank].clone()
-            return
+            return None
         pool = gathered.flatten(0, 1)
-        warnings.warn(
-            f"re-sharding {pool.shape[0]} saved chains ({gathered.shape[0]} ranks x {gathered.shape[1]}) over "
-            f"{world_size} ranks x {self.n_chains} chains: the resumed chains are not each rank's own",
-            stacklevel=2,
-        )
         index = (torch.arange(self.n_chains) + rank * self.n_chains) % pool.shape[0]
         self.chains = pool[index].clone()
+        needed = world_size * self.n_chains
+        fate = (
+            f"{needed - pool.shape[0]} of them continue a saved chain a second time"
+            if needed > pool.shape[0]
+            else f"{pool.shape[0] - needed} saved chains are left out"
+            if needed < pool.shape[0]
+            else "each once"
+        )
+        return (
+            f"the {pool.shape[0]} saved chains ({saved_chains} on each of {saved_world} processes) were pooled in rank "
+            f"order and dealt out again, {self.n_chains} to each of {world_size} processes ({fate})"
+        )
 
 
 class LatentBank(Bank):
@@ -186,7 +199,8 @@ class LatentBank(Bank):
         return self.latents if len(self) else None
 
     def restore(self, gathered: Tensor, rank: int, world_size: int) -> None:
-        """Take the bank from the saved ``(W_saved, N, *shape)`` stack (every saved rank holds the same bank)."""
+        """Take the bank from the saved ``(W_saved, N, *shape)`` stack (every saved rank holds the same bank, so any
+        number of processes resumes it exactly)."""
         if tuple(gathered.shape[2:]) != self.shape:
             raise ValueError(
                 f"the checkpoint's latents have shape {tuple(gathered.shape[2:])} but this model's are {self.shape}: "

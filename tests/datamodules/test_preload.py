@@ -2,6 +2,7 @@
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -189,6 +190,36 @@ def test_two_ranks_read_disjoint_halves_and_resume_as_when_streaming(tmp_path, c
         assert_same_batches(rank(decoded, r, skip=1), mine[1:])
         halves.append({int(i) for batch in mine for i in batch["index"]})
     assert len(halves[0]) == len(halves[1]) == 6 and halves[0] | halves[1] == set(range(12))
+
+
+@pytest.mark.parametrize(("before", "after", "done"), [(2, 1, 1), (1, 2, 2), (1, 3, 3), (3, 2, 1), (1, 2, 1)])
+def test_a_resume_on_another_number_of_processes_continues_the_epoch(tmp_path, before, after, done):
+    """``before`` processes each trained ``done`` batches of the epoch; ``after`` processes resume: together they read
+    the rest of the epoch's order, no example twice, unless the batches done cannot be shared out evenly (then it
+    warns, and fewer than a batch per process is read again)."""
+    dm = module(tree(tmp_path / "pics"), True, batch_size=2)
+    torch.manual_seed(3)
+    first = dm.train_dataloader()
+
+    def shard(loader: ImageLoader, rank: int, world: int) -> list[int]:
+        sampler = DistributedSamplerWrapper(loader.sampler, num_replicas=world, rank=rank, shuffle=False)
+        sampler.set_epoch(1)
+        again = ImageLoader(loader.dataset, skip_batches=loader.skip_batches, sampler=sampler, batch_size=2)
+        return [int(i) for batch in again for i in batch["index"]]
+
+    seen = [i for r in range(before) for i in shard(first, r, before)[: 2 * done]]
+    dm.trainer = SimpleNamespace(world_size=after)
+    state = {"shuffle_seed": first.sampler.seed, "batches_done": done, "world_size": before}
+    if done * before % after:
+        with pytest.warns(UserWarning, match=f"each skips {done * before // after}, so a few examples"):
+            dm.load_state_dict(state)
+    else:
+        dm.load_state_dict(state)
+    resumed = dm.train_dataloader()
+    rest = [i for r in range(after) for i in shard(resumed, r, after)]
+    assert sorted(set(seen + rest)) == list(range(12))
+    again = 2 * (done * before % after)  # examples of the batches that could not be shared out
+    assert len(seen + rest) == 12 + again and again < 2 * after
 
 
 def test_occlusion_masks_come_with_preloaded_batches(tmp_path):

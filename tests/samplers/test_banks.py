@@ -35,9 +35,14 @@ def test_restore_gives_each_rank_its_own_chains():
 def test_restore_reshards_when_the_world_changes():
     gathered = torch.arange(2 * 3, dtype=torch.float32).reshape(2, 3, 1)  # 6 chains saved by 2 ranks
     bank = ChainBank(4, (1,))
-    with pytest.warns(UserWarning, match="re-sharding"):
-        bank.restore(gathered, rank=1, world_size=2)
+    note = bank.restore(gathered, rank=1, world_size=2)
     assert bank.get().flatten().tolist() == [4.0, 5.0, 0.0, 1.0]  # chains 4..7 of the pool, cycled
+    assert note == (
+        "the 6 saved chains (3 on each of 2 processes) were pooled in rank order and dealt out again, 4 to each of 2 "
+        "processes (2 of them continue a saved chain a second time)"
+    )
+    assert ChainBank(3, (1,)).restore(gathered, rank=0, world_size=2) is None  # each rank's own: nothing to say
+    assert "4 saved chains are left out" in ChainBank(2, (1,)).restore(gathered, rank=0, world_size=1)
 
 
 def test_restore_refuses_another_sample_shape():
