@@ -102,7 +102,7 @@ def main() -> None:
             memory = ImageNetDataModule(str(root), num_workers=workers, preload=True, **options).train_dataloader()
             decoding = time.perf_counter() - start
             plain = DataLoader(
-                PlainFiles([root / dm.train_set.files[i].decode() for i in range(len(dm.train_set))], args.image_size),
+                PlainFiles([dm.train_set.path(i) for i in range(len(dm.train_set))], args.image_size),
                 batch_size=args.batch_size,
                 shuffle=True,
                 num_workers=workers,

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from datamodules.base import ImageDataModule
 from datamodules.image_io import IMAGE_SUFFIXES, Mode, Scaling
 from datamodules.loading import ImageFiles, ImageTransform, OnCorrupt
@@ -22,9 +24,10 @@ DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 
 
 def _image_names(folder: Path) -> list[str]:
-    """Image file names directly in ``folder``, sorted."""
+    """Image file names directly in ``folder``, sorted. (No ``Path`` per name: pathlib interns every part it parses,
+    and the interpreter's table of interned strings never shrinks, which for 1.28 M files kept ~100 MB.)"""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
 
 
 def read_synset_names(root: Path) -> dict[str, list[str]]:
@@ -149,16 +152,22 @@ class ImageNetDataModule(ImageDataModule):
         self.class_names = [", ".join(self.synset_names.get(w, [w])) for w in self.classes]
         label = {wnid: i for i, wnid in enumerate(self.classes)}
 
-        files, labels = [], []
+        # the file names of each class as one byte array (no Python string per file outlives its class's listing),
+        # relative to the class folder, which the label names: 1.28 M files take 26 MB, and 36 MB with the labels
+        chunks, counts = [], []
         for wnid in self.classes:
             names = _image_names(train_dir / wnid)
             if not names:
                 raise FileNotFoundError(f"the class folder {train_dir / wnid} holds no image files")
             names = names[:images_per_class]
-            files += [f"train/{wnid}/{n}" for n in names]
-            labels += [label[wnid]] * len(names)
+            chunks.append(np.array([n.encode() for n in names], dtype=np.bytes_))
+            counts.append(len(names))
+        files = np.concatenate(chunks)
+        del chunks
+        labels = np.repeat(np.arange(len(self.classes), dtype=np.int64), counts)
         train_crop = ImageTransform(image_size, resize, crop, mode, scaling)
-        self.train_set = ImageFiles(self.root, files, labels, train_crop, on_corrupt)
+        folders = [f"train/{wnid}" for wnid in self.classes]
+        self.train_set = ImageFiles(self.root, files, labels, train_crop, on_corrupt, folders)
 
         val_files, val_labels = self._val_files(label, val_images_per_class)
         center = ImageTransform(image_size, resize, "center", mode, scaling)
