@@ -221,6 +221,14 @@ def dataloader_table() -> list[str]:
     return out.stdout.strip().splitlines() if out.returncode == 0 else [f"bench/dataloader.py failed: {out.stderr}"]
 
 
+def imagenet_index_table(quick: bool) -> list[str]:
+    """Table 8: ``bench/imagenet_index.py``: indexing 1.28 M ImageNet files, its memory, and 8 ranks' first batches."""
+    sizes = ["10000"] if quick else ["10000", "100000", "1281167"]
+    cmd = [sys.executable, str(ROOT / "bench" / "imagenet_index.py"), "--together", "--sizes", *sizes]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    return out.stdout.strip().splitlines() if out.returncode == 0 else [f"bench/imagenet_index.py failed: {out.stderr}"]
+
+
 def iteration_table(quick: bool) -> list[str]:
     """Table 6: one training iteration of each method through the framework against a plain PyTorch loop
     (``bench/iteration.py``; the multi-grid paper size only with ``--device cuda`` there: minutes per iteration on a
@@ -250,6 +258,10 @@ SECTIONS = {  # name: (heading, table(quick, machine))
     "dataloader": ("DataLoader", lambda quick, machine: dataloader_table()),
     "iteration": ("Whole training iteration against plain PyTorch", lambda quick, machine: iteration_table(quick)),
     "startup": ("Start-up: from the command to the first training step", lambda quick, machine: startup_table(quick)),
+    "imagenet_index": (
+        "Full-size ImageNet: indexing 1.28 M files and 8 ranks' first batches",
+        lambda quick, machine: imagenet_index_table(quick),
+    ),
 }
 
 

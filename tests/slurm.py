@@ -1,5 +1,5 @@
-"""A real single-node SLURM cluster on this machine for the requeue test: Debian's slurmctld, slurmd and munge,
-started with a private configuration on ports 6817/6818 and stopped afterwards.
+"""A real SLURM cluster on this machine for the requeue tests: Debian's slurmctld, one or two slurmd and munge,
+started with a private configuration on ports 6817-6819 and stopped afterwards.
 
 The test runs where SLURM's daemons are installed already. Where they are not, it is skipped, unless
 ``LIGHTNING_EBM_TEST_SLURM=install`` asks to install them with apt-get (root, Debian; ``.ci/run`` sets it): that
@@ -23,11 +23,11 @@ SlurmdUser=root
 SlurmctldPort={port}
 SlurmdPort={port2}
 StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
+SlurmdSpoolDir={dir}/spool-%n
 SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
+SlurmdPidFile={dir}/slurmd-%n.pid
 SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
+SlurmdLogFile={dir}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -39,8 +39,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 JobRequeue=1
-NodeName={host} CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """
 
 DAEMONS = ("slurmctld", "slurmd", "munged")
@@ -73,23 +73,36 @@ def unavailable() -> str | None:
                 return f"{' '.join(cmd[:2])} timed out: no package registry?"
             if out.returncode != 0:
                 return f"{' '.join(cmd[:2])} failed: {out.stderr.strip()[-300:]}"
-    if not (_free(6817) and _free(6818)):
-        return "ports 6817 and 6818 are taken (another slurmctld or slurmd?)"
+    if not (_free(6817) and _free(6818) and _free(6819)):
+        return "ports 6817, 6818 and 6819 are taken (another slurmctld or slurmd?)"
     return None
 
 
 class Cluster:
-    """Start munged, slurmctld and slurmd (one node: this machine, every core); ``stop`` kills them."""
+    """Start munged, slurmctld and one slurmd per node; ``stop`` kills them.
 
-    def __init__(self, folder: Path) -> None:
+    Every node is this machine with all its cores. The first is named after the host, so that the address Lightning's
+    SLURM environment takes from the job's node list resolves. A second node (``nodes=2``) is a second slurmd on its
+    own port, ``slurmd -N <host>-b``, whose ``NodeHostname`` is ``localhost``: SLURM built without multiple-slurmd
+    support (Debian's) refuses two nodes with the same host name, but not two names of one machine. ``self.nodes`` is
+    how many came up: a second slurmd that cannot start leaves one, and ``self.refused`` says why.
+    """
+
+    def __init__(self, folder: Path, nodes: int = 1) -> None:
         self.dir = folder
-        for sub in ("state", "spool"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "state").mkdir(parents=True, exist_ok=True)
         host = socket.gethostname().split(".")[0]
         meminfo = Path("/proc/meminfo").read_text().splitlines()
         mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+        resources = f"CPUs={os.cpu_count()} RealMemory={int(mem_kb / 1024 * 0.8)} State=UNKNOWN"
+        self.names = [host, f"{host}-b"][:nodes]
+        lines = [f"NodeName={host} {resources}"]
+        if nodes > 1:
+            lines.append(f"NodeName={host}-b NodeHostname=localhost NodeAddr=127.0.0.1 Port=6819 {resources}")
+        for name in self.names:
+            (folder / f"spool-{name}").mkdir(exist_ok=True)
         conf = CONF.format(
-            host=host, port=6817, port2=6818, dir=folder, cpus=os.cpu_count(), memory=int(mem_kb / 1024 * 0.8)
+            host=host, port=6817, port2=6818, dir=folder, nodes="\n".join(lines), names=",".join(self.names)
         )
         (folder / "slurm.conf").write_text(conf)
         self.env = {**os.environ, "SLURM_CONF": str(folder / "slurm.conf")}
@@ -100,8 +113,23 @@ class Cluster:
             subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
             self.munged = int(Path("/run/munge/munged.pid").read_text())
         subprocess.run(["slurmctld"], env=self.env, check=True)
-        subprocess.run(["slurmd"], env=self.env, check=True)
-        self.wait(lambda: "idle" in self.run("sinfo", "-h", "-o", "%t"), 60, "the node to come up")
+        subprocess.run(["slurmd", "-N", host], env=self.env, check=True)
+        self.refused: str | None = None
+        if nodes > 1:
+            second = subprocess.run(["slurmd", "-N", f"{host}-b"], env=self.env, capture_output=True, text=True)
+            if second.returncode != 0:
+                self.refused = (second.stderr or second.stdout).strip()[-500:] or f"exit status {second.returncode}"
+        self.wait(lambda: self.idle() >= 1, 60, "the first node to come up")
+        if nodes > 1 and self.refused is None:
+            try:
+                self.wait(lambda: self.idle() >= 2, 30, "the second node to come up")
+            except TimeoutError:
+                self.refused = f"the second slurmd never came up: {self.logs()[-600:]}"
+        self.nodes = 1 if self.refused else nodes
+
+    def idle(self) -> int:
+        """How many nodes are idle."""
+        return self.run("sinfo", "-h", "-N", "-o", "%t").split().count("idle")
 
     def run(self, *cmd: str) -> str:
         """A SLURM command against this cluster; its output."""
@@ -124,8 +152,7 @@ class Cluster:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld"):
-            pid_file = self.dir / f"{name}.pid"
+        for pid_file in [*(self.dir / f"slurmd-{n}.pid" for n in self.names), self.dir / "slurmctld.pid"]:
             if pid_file.exists():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid_file.read_text()), signal.SIGTERM)

@@ -1,6 +1,7 @@
-"""SLURM for real: `submit` a 2-task CPU DDP training job to a single-node cluster started on this machine, signal it
-mid-run as the time limit would, and check that it checkpoints, requeues itself, resumes with every rank's chains
-intact and finishes all its steps. Skipped, with the reason, where no private cluster can be started."""
+"""SLURM for real: `submit` CPU DDP training jobs to a two-node cluster started on this machine (two slurmd on one
+host), one of 1 node x 2 tasks and one of 2 nodes x 1 task, signal each mid-run as the time limit would, and check
+that it checkpoints, requeues itself, resumes with every rank's chains intact and finishes all its steps. Skipped,
+with the reason, where no private cluster can be started (the two-node job alone where a second slurmd cannot)."""
 
 import pytest
 import torch
@@ -11,25 +12,27 @@ from tests.conftest import ROOT, TEXTURE, TINY
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """Two nodes where a second slurmd can run on this machine (one, and the reason, where it cannot)."""
     reason = slurm.unavailable()
     if reason:
         pytest.skip(reason)
-    started = slurm.Cluster(tmp_path_factory.mktemp("slurm"))
+    started = slurm.Cluster(tmp_path_factory.mktemp("slurm"), nodes=2)
     yield started
     started.stop()
 
 
-@pytest.mark.slow
-def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster, tmp_path, monkeypatch):
+def requeued_job(cluster, tmp_path, monkeypatch, nodes: int, tasks_per_node: int) -> None:
+    """`submit` a CPU DDP training job of ``nodes`` x ``tasks_per_node`` processes, signal it mid-run as the time limit
+    would, and check that it checkpoints, requeues itself, resumes with every rank's chains and finishes its steps."""
     from lightning_ebm.slurm import submit
 
     monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
     monkeypatch.chdir(ROOT)  # the job runs where submit ran, and imports tests.probes from there
-    steps = 60
+    steps, ranks = 60, nodes * tasks_per_node
     fit = ["--config", TEXTURE, *TINY, "--model.n_chains=2", f"--trainer.max_steps={steps}", "--trainer.logger=false"]
     fit += ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.probes.RequeueProbe"]
-    slurm_flags = ["--tasks-per-node=2", "--cpus-per-task=1", "--time=00:10:00", f"--root={tmp_path}"]
-    job = submit([*fit, *slurm_flags])
+    slurm_flags = [f"--nodes={nodes}", f"--tasks-per-node={tasks_per_node}", "--cpus-per-task=1", "--time=00:10:00"]
+    job = submit([*fit, *slurm_flags, f"--root={tmp_path}"])
     (run,) = (tmp_path / "texture").iterdir()
     assert (run / "job.sbatch").read_text().count("#SBATCH --signal=SIGUSR1@90") == 1
 
@@ -55,19 +58,32 @@ def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster
     info = cluster.job(job)
     log = next(run.glob("slurm-*.out")).read_text()
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:], cluster.logs())
-    assert "SIGUSR1 received" in log
+    assert info["NumNodes"] == str(nodes) and "SIGUSR1 received" in log
 
     hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
     signalled_at = hpc["global_step"]
-    assert 15 <= signalled_at < steps
-    for rank in (0, 1):
+    assert 15 <= signalled_at < steps and hpc["ebm_state"]["bank.chains"].shape[0] == ranks
+    for rank in range(ranks):
         first = torch.load(run / f"start_0_rank{rank}.pt", weights_only=True)
         again = torch.load(run / f"start_1_rank{rank}.pt", weights_only=True)
         assert first["global_step"] == 0 and again["global_step"] == signalled_at
         assert torch.equal(again["chains"], hpc["ebm_state"]["bank.chains"][rank])  # each rank got its own back
+        assert torch.equal(again["rng"], hpc["ebm_state"]["rng"][rank])
     assert not torch.equal(hpc["ebm_state"]["bank.chains"][0], hpc["ebm_state"]["bank.chains"][1])
     assert sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
+
+
+@pytest.mark.slow
+def test_signalled_job_checkpoints_requeues_and_finishes_with_its_chains(cluster, tmp_path, monkeypatch):
+    requeued_job(cluster, tmp_path, monkeypatch, nodes=1, tasks_per_node=2)
+
+
+@pytest.mark.slow
+def test_two_node_job_checkpoints_requeues_and_finishes_with_its_chains(cluster, tmp_path, monkeypatch):
+    if cluster.nodes < 2:
+        pytest.skip(f"this SLURM cannot run a second slurmd on one machine: {cluster.refused}")
+    requeued_job(cluster, tmp_path, monkeypatch, nodes=2, tasks_per_node=1)
 
 
 def test_submit_dry_run_prints_one_task_per_gpu_and_the_requeue_settings(tmp_path, capsys):
