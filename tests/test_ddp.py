@@ -144,8 +144,13 @@ def test_two_process_resume_continues_exactly(tmp_path):
     run_ddp([*args, "--trainer.max_steps=6", "--ckpt_path=last"], tmp_path / "resumed")
     (straight,) = run_dirs(tmp_path / "straight")
     (resumed,) = run_dirs(tmp_path / "resumed")  # the resumed run continued in its own directory
+    assert_same_end(straight, resumed, 6)
+
+
+def assert_same_end(straight: Path, resumed: Path, steps: int) -> None:
+    """The two runs' ``last.ckpt`` are at ``steps`` with equal weights, every rank's chains and noise generators."""
     a, b = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (straight, resumed))
-    assert a["global_step"] == b["global_step"] == 6
+    assert a["global_step"] == b["global_step"] == steps
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     for key in ("bank.chains", "rng"):

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_dirs
-
-DDP = str(ROOT / "conf" / "trainer" / "ddp.yaml")
+from tests.test_ddp import DDP, assert_same_end
 
 
 def free_port() -> int:
@@ -95,9 +94,4 @@ def test_two_nodes_share_one_run_directory_and_continue_exactly(launcher, tmp_pa
     assert list((tmp_path / "resumed" / "texture").iterdir()) == [resumed]  # the resume continued in it
     for record in (first[1], again[1]):
         assert not record & files_under(tmp_path)
-    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, resumed))
-    assert a["global_step"] == b["global_step"] == 6
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    for key in ("bank.chains", "rng"):
-        assert torch.equal(a["ebm_state"][key], b["ebm_state"][key]), key
+    assert_same_end(run, resumed, 6)
