@@ -28,7 +28,7 @@ def requeued_job(cluster, tmp_path, monkeypatch, nodes: int, tasks_per_node: int
 
     monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
     monkeypatch.chdir(ROOT)  # the job runs where submit ran, and imports tests.probes from there
-    steps, ranks = 60, nodes * tasks_per_node
+    steps, ranks = 40, nodes * tasks_per_node
     fit = ["--config", TEXTURE, *TINY, "--model.n_chains=2", f"--trainer.max_steps={steps}", "--trainer.logger=false"]
     fit += ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.probes.RequeueProbe"]
     slurm_flags = [f"--nodes={nodes}", f"--tasks-per-node={tasks_per_node}", "--cpus-per-task=1", "--time=00:10:00"]
@@ -40,7 +40,7 @@ def requeued_job(cluster, tmp_path, monkeypatch, nodes: int, tasks_per_node: int
         progress = run / "progress.txt"
         return int(progress.read_text() or 0) if progress.exists() else 0
 
-    cluster.wait(lambda: step() >= 15, 120, "the job to pass step 15")
+    cluster.wait(lambda: step() >= 10, 120, "the job to pass step 10")
     cluster.run("scancel", "--signal=USR1", job)  # what --signal=SIGUSR1@90 sends before the time limit
 
     moved: list[bool] = []
@@ -50,7 +50,7 @@ def requeued_job(cluster, tmp_path, monkeypatch, nodes: int, tasks_per_node: int
         if info.get("JobState") == "PENDING" and info.get("Restarts") == "1" and not moved:
             # shorten SLURM's 2-minute requeue delay, not to nothing: slurmd refuses to launch a job whose
             # credential is from the second in which the job was killed ("already killed, do not launch")
-            cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now+5")
+            cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now+2")
             moved.append(True)
         return info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 
@@ -62,7 +62,7 @@ def requeued_job(cluster, tmp_path, monkeypatch, nodes: int, tasks_per_node: int
 
     hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
     signalled_at = hpc["global_step"]
-    assert 15 <= signalled_at < steps and hpc["ebm_state"]["bank.chains"].shape[0] == ranks
+    assert 10 <= signalled_at < steps and hpc["ebm_state"]["bank.chains"].shape[0] == ranks
     for rank in range(ranks):
         first = torch.load(run / f"start_0_rank{rank}.pt", weights_only=True)
         again = torch.load(run / f"start_1_rank{rank}.pt", weights_only=True)
