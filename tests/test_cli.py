@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from lightning_ebm.errors import UsageError
+from lightning_ebm.errors import ResumedElsewhereWarning, UsageError
 from lightning_ebm.methods import DivergenceError
 from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_cli, run_dirs
 
@@ -123,6 +123,23 @@ def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path):
     assert run_dirs(root) == [run]  # the same run directory
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert len(list(run.glob("config*.yaml"))) == 2  # the first config is kept
+
+
+def test_a_resume_with_more_chains_continues_every_saved_chain_and_says_so(tmp_path):
+    root = tmp_path / "out"
+    run_cli(
+        "fit", "--config", TEXTURE, "--config", DEBUG, *TINY, "--model.n_chains=2", "--trainer.max_steps=2", root=root
+    )
+    (run,) = run_dirs(root)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ebm_state"]["bank.chains"][0]
+    more = [*TINY, "--model.n_chains=3", "--trainer.max_steps=2", "--ckpt_path=last"]
+    with pytest.warns(
+        ResumedElsewhereWarning,
+        match=r"holds other numbers of chains than this run asks for: .*the 2 saved chains \(2 per process x 1 "
+        r"process\) .* 3 per process to 1 process \(1 of them continue",
+    ):
+        cli = run_cli("fit", "--config", TEXTURE, "--config", DEBUG, *more, root=root)
+    assert torch.equal(cli.model.chains.get()[[0, 1, 2]], saved[[0, 1, 0]])  # no step taken: dealt out, cycling
 
 
 def test_divergence_keeps_the_last_good_checkpoint_and_says_what_to_lower(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_ebm.samplers.banks import processes
 from tests.conftest import DEBUG, ROOT, TEXTURE, TINY, run_dirs
 
 DDP = str(ROOT / "conf" / "trainer" / "ddp.yaml")
@@ -168,8 +169,8 @@ def test_a_resume_on_another_number_of_processes_deals_the_saved_chains_out_and_
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ebm_state"]
     log = run_ddp([*args, "--trainer.max_steps=5", "--ckpt_path=last"], tmp_path, devices=after)
     said = " ".join(log.split())
-    assert f"was saved by {before} process(es) and this run has {after}: the run continues from it" in said, log
-    assert f"the {2 * before} saved chains (2 on each of {before} processes) were pooled in rank order" in said
+    assert f"was saved by {processes(before)} and this run has {after}: the run continues from it" in said, log
+    assert f"the {2 * before} saved chains (2 per process x {processes(before)}) were pooled in rank order" in said
     assert ("draw from new seeds" if after > before else "are left out") in said
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

@@ -21,7 +21,7 @@ from lightning_ebm.lightning_private import (
     split_cli_hparams,
     step_without_counting,
 )
-from lightning_ebm.samplers.banks import Bank
+from lightning_ebm.samplers.banks import Bank, processes
 
 
 class DivergenceError(FloatingPointError):
@@ -440,9 +440,14 @@ class EBMModule(LightningModule):
                 + (f", those of saved {_ranks(kept, saved_world)} are left out" if saved_world > world else "")
             )
         if notes:
+            what = (
+                f"was saved by {processes(saved_world)} and this run has {world}"
+                if saved_world != world
+                else "holds other numbers of chains than this run asks for"
+            )
             rank_zero_warn(
-                f"{source} was saved by {saved_world} process(es) and this run has {world}: the run continues from it, "
-                f"but not exactly as an uninterrupted run would: {'; '.join(notes)}",
+                f"{source} {what}: the run continues from it, but not exactly as an uninterrupted run would: "
+                f"{'; '.join(notes)}",
                 category=ResumedElsewhereWarning,
             )
 

@@ -12,6 +12,11 @@ import torch
 from torch import Tensor
 
 
+def processes(n: int) -> str:
+    """``1 process``, ``2 processes``."""
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
 class Bank:
     """Per-rank state saved for every rank: the protocol that ``EBMModule`` checkpoints."""
 
@@ -116,8 +121,8 @@ class ChainBank(Bank):
             else "each once"
         )
         return (
-            f"the {pool.shape[0]} saved chains ({saved_chains} on each of {saved_world} processes) were pooled in rank "
-            f"order and dealt out again, {self.n_chains} to each of {world_size} processes ({fate})"
+            f"the {pool.shape[0]} saved chains ({saved_chains} per process x {processes(saved_world)}) were pooled in "
+            f"rank order and dealt out again, {self.n_chains} per process to {processes(world_size)} ({fate})"
         )
 
 

@@ -38,8 +38,8 @@ def test_restore_reshards_when_the_world_changes():
     note = bank.restore(gathered, rank=1, world_size=2)
     assert bank.get().flatten().tolist() == [4.0, 5.0, 0.0, 1.0]  # chains 4..7 of the pool, cycled
     assert note == (
-        "the 6 saved chains (3 on each of 2 processes) were pooled in rank order and dealt out again, 4 to each of 2 "
-        "processes (2 of them continue a saved chain a second time)"
+        "the 6 saved chains (3 per process x 2 processes) were pooled in rank order and dealt out again, 4 per "
+        "process to 2 processes (2 of them continue a saved chain a second time)"
     )
     assert ChainBank(3, (1,)).restore(gathered, rank=0, world_size=2) is None  # each rank's own: nothing to say
     assert "4 saved chains are left out" in ChainBank(2, (1,)).restore(gathered, rank=0, world_size=1)
