@@ -24,10 +24,15 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Lightning's periodic save, without the manual-optimisation warning."""
+        """Lightning's periodic save, without the manual-optimisation warning; and the final state at the last step
+        of ``max_steps``, while the epoch it ends is still the current one. (Saved at train end instead, the state
+        says the epoch is over: Lightning's loop counts an epoch that ``max_steps`` cuts short as completed, and a run
+        resumed from it would read the rest of the next epoch's order, not of this one's.)"""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self.save_now(trainer)
 
     def save_now(self, trainer: Trainer) -> None:
         """Save the current state (top-k and ``last.ckpt``) unless this step is saved already."""

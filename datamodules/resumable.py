@@ -24,6 +24,9 @@ class ResumableData(LightningDataModule):
         super().__init__()
         self._shuffle_seed: int | None = None
         self._resume_batches = 0
+        # after a resume on another number of processes the loader skips more (or fewer) batches of the epoch than
+        # Lightning's restored count says were trained: how many, and in which epoch (the count restarts after it)
+        self._extra_batches, self._extra_epoch = 0, -1
 
     def resumable_loader(self, dataset: Dataset, **kwargs: Any) -> ImageLoader:
         """A shuffled training loader over ``dataset`` (``kwargs``: DataLoader arguments) that continues the
@@ -36,13 +39,17 @@ class ResumableData(LightningDataModule):
         return ImageLoader(SeededItems(dataset), skip_batches=skip, sampler=sampler, **kwargs)
 
     def state_dict(self) -> dict[str, int]:
-        """The shuffling seed, the batches of the current epoch already trained on by each process, and the number of
-        processes (saved in checkpoints)."""
+        """The shuffling seed, the batches of the current epoch each process has read past, the number of processes
+        and the epoch (saved in checkpoints). The batches are Lightning's count of those trained, plus, in the epoch of
+        a resume on another number of processes, the difference between what the loader skipped and that count."""
         if self._shuffle_seed is None:
             return {}
-        done = 0 if self.trainer is None else batches_processed_this_epoch(self.trainer)
-        world = 1 if self.trainer is None else self.trainer.world_size
-        return {"shuffle_seed": self._shuffle_seed, "batches_done": done, "world_size": world}
+        if self.trainer is None:
+            return {"shuffle_seed": self._shuffle_seed, "batches_done": 0, "world_size": 1, "epoch": 0}
+        epoch = self.trainer.current_epoch
+        done = batches_processed_this_epoch(self.trainer) + (self._extra_batches if epoch == self._extra_epoch else 0)
+        return {"shuffle_seed": self._shuffle_seed, "batches_done": done, "world_size": self.trainer.world_size,
+                "epoch": epoch}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """Continue the checkpointed run's order of batches (called before the loaders are made).
@@ -57,6 +64,7 @@ class ResumableData(LightningDataModule):
         saved = state_dict.get("world_size", 1)
         world = 1 if self.trainer is None else self.trainer.world_size
         self._resume_batches = done * saved // world
+        self._extra_batches, self._extra_epoch = self._resume_batches - done, state_dict.get("epoch", -1)
         if done and done * saved % world:
             rank_zero_warn(
                 f"the checkpoint's {saved} process(es) had each trained {done} batches of this epoch, which {world} "

@@ -125,6 +125,23 @@ def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path):
     assert len(list(run.glob("config*.yaml"))) == 2  # the first config is kept
 
 
+def test_a_run_continued_past_max_steps_reads_the_rest_of_the_epoch(tmp_path):
+    """fit 3 steps, then --ckpt_path last to 6: the batches of 6 straight steps, though an epoch is 56 batches (the
+    final checkpoint is written within the epoch, not after Lightning's loop has counted it as completed)."""
+    digits = str(ROOT / "conf" / "experiments" / "coopnets_digits.yaml")
+    args = ["fit", "--config", digits, "--config", DEBUG, "--data.batch_size=8", "--model.n_chains=8"]
+    args += ["--trainer.callbacks+=tests.probes.IndexProbe"]
+
+    def indices(*more: str, root: Path) -> list[int]:
+        cli = run_cli(*args, *more, root=root)
+        return torch.load(Path(cli.trainer.default_root_dir) / "indices_rank0.pt").tolist()
+
+    straight = indices("--trainer.max_steps=6", root=tmp_path / "straight")
+    first = indices("--trainer.max_steps=3", root=tmp_path / "resumed")
+    again = indices("--trainer.max_steps=6", "--ckpt_path=last", root=tmp_path / "resumed")
+    assert first + again == straight and len(straight) == 48
+
+
 def test_a_resume_with_more_chains_continues_every_saved_chain_and_says_so(tmp_path):
     root = tmp_path / "out"
     run_cli(

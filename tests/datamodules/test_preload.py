@@ -222,6 +222,25 @@ def test_a_resume_on_another_number_of_processes_continues_the_epoch(tmp_path, b
     assert len(seen + rest) == 12 + again and again < 2 * after
 
 
+def test_a_checkpoint_after_a_resume_elsewhere_records_where_the_loader_is(tmp_path):
+    """2 processes trained 1 batch each; 1 process resumed (skipping 2) and trained 3 more: it has read past 5 batches
+    of the epoch, though Lightning counts 1 + 3 trained. The next epoch's count is Lightning's own again."""
+    dm = module(tree(tmp_path / "pics"), True, batch_size=2)
+
+    def trainer(processed: int, epoch: int) -> SimpleNamespace:
+        progress = SimpleNamespace(current=SimpleNamespace(processed=processed))
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        return SimpleNamespace(world_size=1, current_epoch=epoch, fit_loop=loop)
+
+    dm.trainer = trainer(0, 0)
+    dm.load_state_dict({"shuffle_seed": 5, "batches_done": 1, "world_size": 2, "epoch": 0})
+    assert dm.train_dataloader().skip_batches == 2
+    dm.trainer = trainer(4, 0)
+    assert dm.state_dict() == {"shuffle_seed": 5, "batches_done": 5, "world_size": 1, "epoch": 0}
+    dm.trainer = trainer(2, 1)
+    assert dm.state_dict()["batches_done"] == 2
+
+
 def test_occlusion_masks_come_with_preloaded_batches(tmp_path):
     root = tree(tmp_path / "pics")
     block = Occlusion("block", size=5)
