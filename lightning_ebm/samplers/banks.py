@@ -114,7 +114,8 @@ class ChainBank(Bank):
         self.chains = pool[index].clone()
         needed = world_size * self.n_chains
         fate = (
-            f"{needed - pool.shape[0]} of them continue a saved chain a second time"
+            f"{needed - pool.shape[0]} of them {'continues' if needed - pool.shape[0] == 1 else 'continue'} a saved "
+            "chain a second time"
             if needed > pool.shape[0]
             else f"{pool.shape[0] - needed} saved chains are left out"
             if needed < pool.shape[0]
